@@ -1,0 +1,3 @@
+"""llmtop: a terminal dashboard for a local llama.cpp llama-server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Headless commands and the dashboard launcher, one module each."""
