@@ -1,0 +1,313 @@
+"""Log lines of the server (child stdout/stderr, journald) in a bounded store, with events.
+
+`LogStore` is thread-safe and bounded (default 10 000 lines); `total_written` counts every line
+ever appended and `since(seq)` gives the lines after a sequence number, so the UI appends in
+batches. Each line gets a level (llama.cpp's `MM.SS.mmm.uuu I|W|E ` prefix, a journald priority,
+or words such as "error" / "out of memory") and may raise an event: milestones (loading model,
+model loaded, listening) and failures (out of memory, failed to load, couldn't bind …).
+
+Classification is cheap: plain substring tests, no regular expressions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time as _time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    seq: int
+    time: float
+    text: str
+    stream: str  # "stdout" | "stderr" | "journal" | "llmtop"
+    level: str  # "debug" | "info" | "warning" | "error"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    time: float
+    kind: str
+    message: str
+    severity: str  # "info" | "warning" | "critical"
+
+
+# llama.cpp's log prefix: "MM.SS.mmm.uuu L " with L one of D I W E (common/log.cpp).
+_PREFIX_LEVEL = {"D": "debug", "I": "info", "W": "warning", "E": "error"}
+
+# Words that make an unprefixed line an error / a warning (lowercase).
+_ERROR_WORDS = (
+    "error",
+    "failed",
+    "failure",
+    "out of memory",
+    "fatal",
+    "abort",
+    "unable to",
+    "couldn't",
+    "could not",
+    "cannot",
+    "segmentation fault",
+    "core dumped",
+    "exception",
+    "invalid argument",
+    "unknown argument",
+)
+_WARNING_WORDS = ("warning", "warn:", "deprecated")
+
+
+def _prefix_end(text: str) -> int:
+    """Index just past llama.cpp's "MM.SS.mmm.uuu L " prefix, or 0 when there is none."""
+    if not text[:1].isdigit():
+        return 0
+    p = text.find(" ", 0, 24)
+    if p < 7 or text[p + 2 : p + 3] != " " or text[p + 1] not in "DIWE":
+        return 0
+    stamp = text[:p]
+    if stamp.count(".") != 3 or not stamp.replace(".", "").isdigit():
+        return 0
+    return p + 3
+
+
+def strip_prefix(text: str) -> str:
+    """The line without llama.cpp's timestamp/level prefix."""
+    end = _prefix_end(text)
+    return text[end:] if end else text
+
+
+def level_from_priority(priority: int | str | None) -> str | None:
+    """journald/syslog PRIORITY (0 emerg … 7 debug) → level; None when unknown."""
+    if priority is None:
+        return None
+    try:
+        p = int(priority)
+    except (TypeError, ValueError):
+        return None
+    if p <= 3:
+        return "error"
+    if p == 4:
+        return "warning"
+    if p <= 6:
+        return "info"
+    return "debug"
+
+
+def classify_level(text: str) -> str:
+    """debug | info | warning | error, from llama.cpp's prefix, else from words in the line."""
+    end = _prefix_end(text)
+    if end:
+        return _PREFIX_LEVEL[text[end - 2]]
+    low = text.lower()
+    for w in _ERROR_WORDS:
+        if w in low:
+            return "error"
+    for w in _WARNING_WORDS:
+        if w in low:
+            return "warning"
+    return "info"
+
+
+_OOM = "oom", "critical"
+_LOAD = "load_failed", "critical"
+_CTX = "context_exceeded", "warning"
+_SIZES = "buffer_sizes", "info"
+
+# (gate, ((needle, kind, severity), …)): a cheap gate substring first, then its needles, in
+# order; the first hit wins (out of memory beats the "failed to load" that follows it).
+# Needles are case-sensitive, as llama.cpp writes them.
+_EVENT_GATES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = (
+    (
+        "alloc",
+        (
+            ("cudaMalloc failed", *_OOM),
+            ("failed to allocate CUDA", *_OOM),
+            ("unable to allocate", *_OOM),
+            ("failed to allocate buffer for kv cache", *_OOM),
+            ("failed to allocate compute pp buffers", *_OOM),
+            ("failed to allocate compute buffers", *_OOM),
+            ("Device memory allocation of size", *_OOM),  # ggml_vulkan
+        ),
+    ),
+    (
+        "emory",
+        (
+            ("out of memory", *_OOM),  # also "CUDA error: out of memory" (decode)
+            ("ErrorOutOfDeviceMemory", *_OOM),
+            ("failed to find a memory slot", *_CTX),
+        ),
+    ),
+    (
+        "model",
+        (
+            ("exiting due to model loading error", *_LOAD),
+            ("failed to load model", *_LOAD),
+            ("error loading model", *_LOAD),
+            ("loading model '", "loading_model", "info"),
+            ("model loaded", "model_loaded", "info"),
+        ),
+    ),
+    ("couldn't bind", (("couldn't bind", "bind_failed", "critical"),)),
+    ("Context size has been exceeded", (("Context size has been exceeded", *_CTX),)),
+    ("decode() failed", (("decode() failed", "decode_error", "warning"),)),
+    ("listening on ", (("listening on ", "listening", "info"),)),
+    # -lv 4 load-time sizes (the tuning work parses the message)
+    ("buffer size =", (("buffer size =", *_SIZES),)),
+    ("layers to GPU", (("layers to GPU", *_SIZES),)),
+    ("llama_kv_cache: size =", (("llama_kv_cache: size =", *_SIZES),)),
+)
+
+
+def detect_event(text: str, time: float) -> LogEvent | None:
+    """An event for a milestone or failure line, else None. Message = the line sans prefix."""
+    for gate, needles in _EVENT_GATES:
+        if gate in text:
+            for needle, kind, severity in needles:
+                if needle in text:
+                    return LogEvent(time, kind, strip_prefix(text).strip(), severity)
+    return None
+
+
+class LogStore:
+    """Bounded, thread-safe store of log lines and the events picked out of them."""
+
+    def __init__(self, maxlen: int = 10_000, max_events: int = 200) -> None:
+        self._lock = threading.Lock()
+        self._lines: deque[LogLine] = deque(maxlen=maxlen)
+        self._events: deque[LogEvent] = deque(maxlen=max_events)
+        self._seq = 0
+        self.maxlen = maxlen
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _make(
+        self, text: str, stream: str, t: float, level: str | None
+    ) -> tuple[LogLine, LogEvent | None]:
+        # caller holds the lock
+        self._seq += 1
+        if level is None:
+            level = classify_level(text)
+        line = LogLine(self._seq, t, text, stream, level)
+        self._lines.append(line)
+        ev = None
+        if stream != "llmtop":
+            ev = detect_event(text, t)
+            if ev is not None:
+                self._events.append(ev)
+        return line, ev
+
+    def append(
+        self,
+        text: str,
+        stream: str = "stdout",
+        time: float | None = None,
+        *,
+        level: str | None = None,
+        priority: int | None = None,
+    ) -> LogLine:
+        """Add one line. `level` or a journald `priority` override the guess from the text."""
+        t = _time.time() if time is None else time
+        if level is None and priority is not None:
+            level = level_from_priority(priority)
+        with self._lock:
+            return self._make(text, stream, t, level)[0]
+
+    def extend(self, items: Iterable[tuple[str, str]] | Iterable[LogLine]) -> list[LogEvent]:
+        """Add many lines under one lock: (text, stream) pairs or LogLines (renumbered).
+
+        Returns the events these lines raised."""
+        now = _time.time()
+        events: list[LogEvent] = []
+        with self._lock:
+            for item in items:
+                if isinstance(item, LogLine):
+                    _, ev = self._make(item.text, item.stream, item.time, item.level)
+                else:
+                    text, stream = item
+                    _, ev = self._make(text, stream, now, None)
+                if ev is not None:
+                    events.append(ev)
+        return events
+
+    def add_event(self, event: LogEvent) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def note(
+        self, kind: str, message: str, severity: str = "info", time: float | None = None
+    ) -> LogEvent:
+        """llmtop's own event (exited, restarting, crash_loop …): an event and an "llmtop" line."""
+        t = _time.time() if time is None else time
+        ev = LogEvent(t, kind, message, severity)
+        level = {"critical": "error", "warning": "warning"}.get(severity, "info")
+        with self._lock:
+            self._make(message, "llmtop", t, level)
+            self._events.append(ev)
+        return ev
+
+    def clear(self) -> None:
+        """Forget the lines and events (sequence numbers and total_written keep counting)."""
+        with self._lock:
+            self._lines.clear()
+            self._events.clear()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def total_written(self) -> int:
+        """Every line ever appended, including those the bound has dropped."""
+        return self._seq
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def lines(self) -> list[LogLine]:
+        with self._lock:
+            return list(self._lines)
+
+    def since(self, seq: int) -> list[LogLine]:
+        """Lines with a sequence number above seq (the oldest kept ones if seq fell off)."""
+        with self._lock:
+            if not self._lines or seq >= self._seq:
+                return []
+            first = self._lines[0].seq
+            skip = max(0, seq - first + 1)
+            return list(itertools.islice(self._lines, skip, None))
+
+    def events(self) -> list[LogEvent]:
+        with self._lock:
+            return list(self._events)
+
+    def search(self, needle: str) -> list[LogLine]:
+        """Lines containing needle, ignoring case."""
+        n = needle.lower()
+        with self._lock:
+            return [ln for ln in self._lines if n in ln.text.lower()]
+
+    def tail_errors(self, n: int = 5, since_seq: int = 0) -> list[str]:
+        """The last n error-looking server lines (not llmtop's own), oldest first, sans prefix."""
+        out: list[str] = []
+        with self._lock:
+            for ln in reversed(self._lines):
+                if ln.seq <= since_seq or len(out) >= n:
+                    break
+                if ln.stream == "llmtop":
+                    continue
+                if ln.level == "error" or _is_failure_kind(ln.text):
+                    out.append(strip_prefix(ln.text).strip())
+        out.reverse()
+        return out
+
+
+def _is_failure_kind(text: str) -> bool:
+    ev = detect_event(text, 0.0)
+    return ev is not None and ev.severity != "info"
