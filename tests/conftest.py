@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.nvml_sim.harness import nvml_sim, nvml_sim_build  # noqa: F401
 from tests.realserver import RunningServer, find_llama_server, start_llama_server
+from tests.systemd_box.fixtures import llama_unit, systemd_box, unit_factory  # noqa: F401
 
 REQUIRE_REAL = os.environ.get("LLMTOP_REQUIRE_REAL") == "1"
 

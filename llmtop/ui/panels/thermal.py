@@ -1,0 +1,151 @@
+"""Thermal panel: temperature, SM clock and generation tok/s on one time axis, the verdict over
+the window ("thermal (HW slowdown) 31 % of the last 5 min; decode −24 % while throttled") and the
+throttle events. History is bounded (15 min at 1 s); `record(snapshot)` may be called on every
+tick even while the panel is hidden (cheap: three deque appends)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from rich.markup import escape
+
+from llmtop.snapshot import GpuSample, Snapshot
+from llmtop.ui.charts import sparkline
+from llmtop.ui.format import DASH
+from llmtop.ui.panels.base import SnapshotPanel
+
+HISTORY_LEN = 900  # 15 min at 1 s
+EVENTS_SHOWN = 6
+REASON_WORDS = {
+    "HwThermalSlowdown": "HW thermal slowdown",
+    "SwThermalSlowdown": "SW thermal slowdown",
+    "HwPowerBrakeSlowdown": "HW power brake",
+    "HwSlowdown": "HW slowdown",
+    "SwPowerCap": "SW power cap",
+    "GpuIdle": "idle",
+    "ApplicationsClocksSetting": "application clocks",
+    "SyncBoost": "sync boost",
+    "DisplayClockSetting": "display clock",
+}
+
+
+@dataclass
+class ThermalHistory:
+    """Per-GPU bounded series sharing one time axis (the snapshots' times)."""
+
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
+    temp: dict[int, deque[float | None]] = field(default_factory=dict)
+    sm: dict[int, deque[float | None]] = field(default_factory=dict)
+    gen: deque[float | None] = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
+
+    def add(self, snapshot: Snapshot) -> None:
+        if self.times and snapshot.time <= self.times[-1]:
+            return
+        n = len(self.times)
+        self.times.append(snapshot.time)
+        self.gen.append(snapshot.server.gen_tokens_per_s)
+        seen = set()
+        for g in snapshot.gpus:
+            seen.add(g.index)
+            for series, value in ((self.temp, g.temperature_c), (self.sm, g.sm_clock_mhz)):
+                d = series.get(g.index)
+                if d is None:  # a GPU appearing later: pad so the axis stays shared
+                    d = series[g.index] = deque([None] * min(n, HISTORY_LEN), maxlen=HISTORY_LEN)
+                d.append(None if g.lost or value is None else float(value))
+        for series in (self.temp, self.sm):
+            for idx, d in series.items():
+                if idx not in seen:
+                    d.append(None)
+
+
+def focus_gpu(snapshot: Snapshot) -> GpuSample | None:
+    """The GPU to show: among those the server may use, the hottest relative to slowdown."""
+    live = [g for g in snapshot.gpus if not g.lost]
+    if not live:
+        return None
+    used = [g for g in live if g.used_by_server] or live
+
+    def heat(g: GpuSample) -> float:
+        if g.temperature_c is None:
+            return -1e9
+        return g.temperature_c - (g.temp_slowdown_c or 100.0)
+
+    return max(
+        used,
+        key=lambda g: (bool(g.throttle_reasons and set(g.throttle_reasons) - {"GpuIdle"}), heat(g)),
+    )
+
+
+class ThermalPanel(SnapshotPanel):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.border_title = "Thermal"
+        self.history = ThermalHistory()
+
+    def record(self, snapshot: Snapshot) -> None:
+        """Add the snapshot to the plots' history without redrawing."""
+        self.history.add(snapshot)
+
+    def show(self, snapshot: Snapshot) -> None:
+        self.remember(snapshot)
+        self.record(snapshot)
+        g = focus_gpu(snapshot)
+        if g is None:
+            note = snapshot.gpu_note or ("all GPUs lost" if snapshot.gpus else "no GPU data")
+            self.set_text(f"[yellow]{escape(note)}[/]")
+            return
+        lines = [f"[bold]GPU{g.index}[/] {escape(g.name or '')}"]
+        report = snapshot.thermal
+        if report is not None and report.verdict:
+            style = "green" if not report.throttled_percent else "bold yellow"
+            lines.append(f"verdict  [{style}]{escape(report.verdict)}[/]")
+        if g.temperature_c is not None and g.temp_slowdown_c is not None:
+            margin = g.temp_slowdown_c - g.temperature_c
+            style = "bold red" if margin <= 0 else "yellow" if margin <= 5 else "green"
+            shut = f", shutdown {g.temp_shutdown_c:.0f} °C" if g.temp_shutdown_c is not None else ""
+            lines.append(
+                f"temp     [{style}]{g.temperature_c:.0f} °C — {margin:.0f} °C margin to "
+                f"slowdown[/] ({g.temp_slowdown_c:.0f} °C{shut})"
+            )
+        else:
+            t = DASH if g.temperature_c is None else f"{g.temperature_c:.0f} °C"
+            lines.append(f"temp     {t}  [dim](no slowdown threshold reported)[/]")
+        if g.sm_clock_mhz is not None and g.sm_clock_max_mhz:
+            lines.append(
+                f"SM clock {g.sm_clock_mhz} MHz = "
+                f"{100.0 * g.sm_clock_mhz / g.sm_clock_max_mhz:.0f} % of max "
+                f"({g.sm_clock_max_mhz} MHz)"
+            )
+        if g.power_w is not None and g.power_limit_w:
+            lines.append(
+                f"power    {g.power_w:.0f} W = {100.0 * g.power_w / g.power_limit_w:.0f} % "
+                f"of the {g.power_limit_w:.0f} W limit"
+            )
+        active = [REASON_WORDS.get(r, r) for r in (g.throttle_reasons or ()) if r != "GpuIdle"]
+        if g.throttle_reasons is None:
+            lines.append(f"limits   {DASH}")
+        else:
+            lines.append(
+                "limits   "
+                + (f"[bold red]{escape(', '.join(active))}[/]" if active else "[green]none[/]")
+            )
+        width = max(10, (self.content_size.width or 60) - 11)
+        h = self.history
+        temp_series = list(h.temp.get(g.index, ()))
+        sm_series = list(h.sm.get(g.index, ()))
+        lines.append(f"temp °C  [red]{sparkline(temp_series, width, top=g.temp_shutdown_c)}[/]")
+        lines.append(f"SM MHz   [cyan]{sparkline(sm_series, width, top=g.sm_clock_max_mhz)}[/]")
+        lines.append(f"gen t/s  [green]{sparkline(list(h.gen), width)}[/]")
+        if len(h.times) > 1:
+            span = h.times[-1] - h.times[0]
+            left = f"−{span / 60:.0f} min" if span >= 60 else f"−{span:.0f} s"
+            lines.append(f"[dim]{'':9}{left}{'now':>{max(1, width - len(left))}}[/]")
+        events = report.events if report is not None else ()
+        if events:
+            lines.append("events")
+            for e in list(events)[-EVENTS_SHOWN:]:
+                prefix = f"GPU{e.gpu_index} " if len(snapshot.gpus) > 1 else ""
+                style = "red" if e.kind == "throttle_start" else "dim"
+                lines.append(f"  [{style}]{prefix}{escape(e.message)}[/]")
+        self.set_text("\n".join(lines))
