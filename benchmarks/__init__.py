@@ -1,0 +1,1 @@
+"""llmtop benchmarks: `python -m benchmarks` prints one table (figures, targets, peers)."""

@@ -1,0 +1,59 @@
+"""Overhead and startup: llmtop's TUI attached to an idle real llama-server, and llamastat beside it.
+
+Both dashboards run in a 160×48 pty at 1 s refresh for the same duration against the same server;
+CPU is user+system time over wall time (% of one core), RSS is the peak sampled every 100 ms.
+Startup is process start → the first frame that shows the server's data (its model file name).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks import peers
+from benchmarks.pty_run import run_in_pty
+from llmtop.demo.tiny_model import write_tiny_model
+from tests.realserver import find_llama_server, start_llama_server
+
+
+def run(seconds: float = 60.0, startup_runs: int = 5) -> list[dict]:
+    binary = find_llama_server()
+    if binary is None:
+        raise SystemExit("no llama-server: run scripts/get-llama-server.sh")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = write_tiny_model(Path(tmp) / "tiny.gguf")
+        srv = start_llama_server(binary, model, ["--metrics"], log_dir=Path(tmp))
+        try:
+            llmtop = [sys.executable, "-m", "llmtop", "--url", srv.url, "--refresh", "1"]
+            r = run_in_pty(llmtop, seconds, warmup_s=3.0)
+            rows.append(dict(benchmark="overhead (idle server, 1 s, 160×48)", metric="llmtop CPU",
+                             value=f"{r.cpu_percent_of_core:.2f} % of a core", target="≤ 1 %",
+                             ok=r.cpu_percent_of_core <= 1.0))
+            rows.append(dict(benchmark="", metric="llmtop peak RSS",
+                             value=f"{r.peak_rss_bytes / 2**20:.0f} MB", target="≤ 120 MB",
+                             ok=r.peak_rss_bytes <= 120 * 2**20))
+            exe = peers.llamastat()
+            if exe is not None:
+                p = run_in_pty([str(exe), "--url", srv.url, "--interval", "1"], seconds,
+                               warmup_s=3.0)
+                rows.append(dict(benchmark="", metric="llamastat CPU (peer)",
+                                 value=f"{p.cpu_percent_of_core:.2f} % of a core",
+                                 target="llmtop below it",
+                                 ok=r.cpu_percent_of_core < p.cpu_percent_of_core))
+                rows.append(dict(benchmark="", metric="llamastat peak RSS (peer)",
+                                 value=f"{p.peak_rss_bytes / 2**20:.0f} MB", target="", ok=None))
+            times = []
+            for _ in range(startup_runs):
+                s = run_in_pty(llmtop, 10.0, marker=b"tiny.gguf", stop_at_marker=True)
+                if s.marker_s is not None:
+                    times.append(s.marker_s)
+            med = statistics.median(times) if times else float("nan")
+            rows.append(dict(benchmark="startup", metric="start → first complete frame (median)",
+                             value=f"{med * 1000:.0f} ms ({len(times)}/{startup_runs} runs)",
+                             target="≤ 1000 ms", ok=bool(times) and med <= 1.0))
+        finally:
+            srv.stop()
+    return rows

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run the whole test suite against the real components:
+# a real llama-server, the simulated libnvidia-ml (built with gcc), and a confined systemd +
+# journald sandbox (needs root and unshare). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+.venv/bin/ruff check llmtop tests benchmarks scripts
+.venv/bin/python -m pytest -ra "$@"
