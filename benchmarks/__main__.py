@@ -52,11 +52,24 @@ def main() -> int:
             rows.extend(module.run(**(quick if args.quick else full)))
         except Exception as e:  # a benchmark that cannot run is reported, not fatal
             traceback.print_exc()
-            rows.append(dict(benchmark=name, metric="error", value=f"{type(e).__name__}: {e}",
-                             target="", ok=False))
+            rows.append(
+                dict(
+                    benchmark=name,
+                    metric="error",
+                    value=f"{type(e).__name__}: {e}",
+                    target="",
+                    ok=False,
+                )
+            )
     print(f"\nmachine: {_machine()}")
-    w = [max(len(str(r.get(k, ""))) for r in rows + [dict(benchmark="benchmark", metric="metric",
-         value="value", target="target")]) for k in ("benchmark", "metric", "value", "target")]
+    w = [
+        max(
+            len(str(r.get(k, "")))
+            for r in rows
+            + [dict(benchmark="benchmark", metric="metric", value="value", target="target")]
+        )
+        for k in ("benchmark", "metric", "value", "target")
+    ]
     head = ("benchmark", "metric", "value", "target", "met")
     print("  ".join(h.ljust(x) for h, x in zip(head, w + [3], strict=True)))
     for r in rows:

@@ -29,31 +29,62 @@ def run(seconds: float = 60.0, startup_runs: int = 5) -> list[dict]:
         try:
             llmtop = [sys.executable, "-m", "llmtop", "--url", srv.url, "--refresh", "1"]
             r = run_in_pty(llmtop, seconds, warmup_s=3.0)
-            rows.append(dict(benchmark="overhead (idle server, 1 s, 160×48)", metric="llmtop CPU",
-                             value=f"{r.cpu_percent_of_core:.2f} % of a core", target="≤ 1 %",
-                             ok=r.cpu_percent_of_core <= 1.0))
-            rows.append(dict(benchmark="", metric="llmtop peak RSS",
-                             value=f"{r.peak_rss_bytes / 2**20:.0f} MB", target="≤ 120 MB",
-                             ok=r.peak_rss_bytes <= 120 * 2**20))
+            rows.append(
+                dict(
+                    benchmark="overhead (idle server, 1 s, 160×48)",
+                    metric="llmtop CPU",
+                    value=f"{r.cpu_percent_of_core:.2f} % of a core",
+                    target="≤ 1 %",
+                    ok=r.cpu_percent_of_core <= 1.0,
+                )
+            )
+            rows.append(
+                dict(
+                    benchmark="",
+                    metric="llmtop peak RSS",
+                    value=f"{r.peak_rss_bytes / 2**20:.0f} MB",
+                    target="≤ 120 MB",
+                    ok=r.peak_rss_bytes <= 120 * 2**20,
+                )
+            )
             exe = peers.llamastat()
             if exe is not None:
-                p = run_in_pty([str(exe), "--url", srv.url, "--interval", "1"], seconds,
-                               warmup_s=3.0)
-                rows.append(dict(benchmark="", metric="llamastat CPU (peer)",
-                                 value=f"{p.cpu_percent_of_core:.2f} % of a core",
-                                 target="llmtop below it",
-                                 ok=r.cpu_percent_of_core < p.cpu_percent_of_core))
-                rows.append(dict(benchmark="", metric="llamastat peak RSS (peer)",
-                                 value=f"{p.peak_rss_bytes / 2**20:.0f} MB", target="", ok=None))
+                p = run_in_pty(
+                    [str(exe), "--url", srv.url, "--interval", "1"], seconds, warmup_s=3.0
+                )
+                rows.append(
+                    dict(
+                        benchmark="",
+                        metric="llamastat CPU (peer)",
+                        value=f"{p.cpu_percent_of_core:.2f} % of a core",
+                        target="llmtop below it",
+                        ok=r.cpu_percent_of_core < p.cpu_percent_of_core,
+                    )
+                )
+                rows.append(
+                    dict(
+                        benchmark="",
+                        metric="llamastat peak RSS (peer)",
+                        value=f"{p.peak_rss_bytes / 2**20:.0f} MB",
+                        target="",
+                        ok=None,
+                    )
+                )
             times = []
             for _ in range(startup_runs):
                 s = run_in_pty(llmtop, 10.0, marker=b"tiny.gguf", stop_at_marker=True)
                 if s.marker_s is not None:
                     times.append(s.marker_s)
             med = statistics.median(times) if times else float("nan")
-            rows.append(dict(benchmark="startup", metric="start → first complete frame (median)",
-                             value=f"{med * 1000:.0f} ms ({len(times)}/{startup_runs} runs)",
-                             target="≤ 1000 ms", ok=bool(times) and med <= 1.0))
+            rows.append(
+                dict(
+                    benchmark="startup",
+                    metric="start → first complete frame (median)",
+                    value=f"{med * 1000:.0f} ms ({len(times)}/{startup_runs} runs)",
+                    target="≤ 1000 ms",
+                    ok=bool(times) and med <= 1.0,
+                )
+            )
         finally:
             srv.stop()
     return rows

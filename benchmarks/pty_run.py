@@ -7,6 +7,7 @@ are measured the same way: a real pty of a given size, output drained continuous
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -107,19 +108,15 @@ def run_in_pty(
         wall = max(end - t0, 1e-9)
         cpu_pct = 100.0 * (cpu1 - cpu0) / wall
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         for _ in range(50):
             done, _status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
             select.select([fd], [], [], 0.1)
-            try:
+            with contextlib.suppress(OSError):
                 os.read(fd, 65536)
-            except OSError:
-                pass
         else:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)

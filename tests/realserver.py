@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -52,10 +53,8 @@ class RunningServer:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -63,7 +62,9 @@ class RunningServer:
                 self.proc.wait(5)
 
 
-def wait_healthy(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_healthy(
+    url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -92,15 +93,30 @@ def start_llama_server(
     env: dict[str, str] | None = None,
 ) -> RunningServer:
     port = port or free_port()
-    argv = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-            "-c", "512", "-np", "1", "-t", "1", *extra]
+    argv = [
+        str(binary),
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-c",
+        "512",
+        "-np",
+        "1",
+        "-t",
+        "1",
+        *extra,
+    ]
     if api_key:
         argv += ["--api-key", api_key]
     log_path = log_dir / f"llama-server-{port}.log"
     full_env = {**os.environ, **(env or {})}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=full_env)
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=full_env
+        )
     srv = RunningServer(f"http://127.0.0.1:{port}", port, argv, proc, log_path, api_key, env or {})
     if wait:
         try:
