@@ -1,0 +1,278 @@
+"""What the dashboard runs on: collector + log store + controller + probe target.
+
+`commands/dashboard.py` builds a `Session` from the command line; the Textual app (llmtop/ui)
+only calls the methods below, so the UI never touches httpx, psutil or NVML itself.
+
+Modes: "child" (llmtop started llama-server and supervises it), "unit" (a systemd unit),
+"attach" (a server llmtop did not start) and "none" (nothing found yet: the UI shows how to
+start one, or a pick list of discovered servers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmtop.sources.logs import LogStore
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from llmtop.snapshot import Snapshot
+    from llmtop.sources.probe import ProbeRequest, ProbeResult
+
+log = logging.getLogger(__name__)
+
+# Probe history kept for the latency table/plot (bounded).
+PROBE_HISTORY = 200
+
+
+@dataclass
+class DiscoveredTarget:
+    """One local llama-server found by discovery, as the pick list shows it."""
+
+    url: str
+    pid: int | None = None
+    label: str = ""  # redacted argv / model, for the pick list
+
+
+@dataclass
+class Session:
+    mode: str  # "child" | "unit" | "attach" | "none"
+    url: str | None
+    api_key: str | None = field(default=None, repr=False)  # never rendered
+    collector: Any | None = None
+    log_store: LogStore = field(default_factory=LogStore)
+    controller: Any | None = None  # ChildSupervisor or UnitController; None in attach mode
+    refresh_s: float = 1.0
+    gpu_monitor: Any | None = None
+    log_followers: list[Any] = field(default_factory=list)
+    alert_engine: Any | None = None
+    unit_monitor: Any | None = None
+    pid_hint: int | None = None
+    # Built in start() (off the first frame): NVML/simulator and alert rules import slowly.
+    gpu_factory: Callable[[], Any] | None = field(default=None, repr=False)
+    alert_factory: Callable[[], Any] | None = field(default=None, repr=False)
+    # Discovery results when mode == "none" and several servers were found (pick list).
+    candidates: list[DiscoveredTarget] = field(default_factory=list)
+    _probe_client: Any | None = field(default=None, repr=False)
+    _client: Any | None = field(default=None, repr=False)
+    _started: bool = field(default=False, repr=False)
+    _closed: bool = field(default=False, repr=False)
+
+    # ------------------------------------------------------------------ building
+    @property
+    def can_control(self) -> bool:
+        return self.controller is not None
+
+    def attach(self, url: str, *, pid_hint: int | None = None) -> None:
+        """Point the session at *url* (attach mode), building the HTTP client and collector."""
+        self.url = url.rstrip("/")
+        self.pid_hint = pid_hint
+        if self.mode == "none":
+            self.mode = "attach"
+        self.collector = build_collector(
+            self.url,
+            self.api_key,
+            supervisor=self.controller,
+            gpu_monitor=self.gpu_monitor,
+            alert_engine=self.alert_engine,
+            unit_monitor=self.unit_monitor,
+            pid_hint=pid_hint,
+        )
+
+    # ------------------------------------------------------------------ life cycle
+    async def start(self) -> None:
+        """Start what the session owns: the child (child mode), GPU sampler, log followers."""
+        if self._started:
+            return
+        self._started = True
+        if self.gpu_monitor is None and self.gpu_factory is not None:
+            self.gpu_monitor = await asyncio.to_thread(self.gpu_factory)
+        if self.alert_engine is None and self.alert_factory is not None:
+            self.alert_engine = self.alert_factory()
+        if self.collector is None and self.url is not None:
+            # Built here, not in the command: the HTTP client's imports stay off the first frame.
+            self.attach(self.url, pid_hint=self.pid_hint)
+        if self.gpu_monitor is not None and hasattr(self.gpu_monitor, "start"):
+            with contextlib.suppress(Exception):
+                res = self.gpu_monitor.start()
+                if hasattr(res, "__await__"):
+                    await res
+        for follower in self.log_followers:
+            with contextlib.suppress(Exception):
+                res = follower.start()
+                if hasattr(res, "__await__"):
+                    await res
+        if self.mode == "child" and self.controller is not None:
+            await self.controller.start()
+
+    async def close(self) -> None:
+        """Stop a child (never touches a unit), followers, samplers and HTTP clients."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.mode == "child" and self.controller is not None:
+            try:
+                await self.controller.stop()
+            except Exception:  # noqa: BLE001 - last resort below
+                log.exception("stopping the child failed; killing it")
+                self.shutdown_sync()
+        for follower in self.log_followers:
+            with contextlib.suppress(Exception):
+                res = follower.stop()
+                if hasattr(res, "__await__"):
+                    await res
+        if self.gpu_monitor is not None and hasattr(self.gpu_monitor, "stop"):
+            with contextlib.suppress(Exception):
+                res = self.gpu_monitor.stop()
+                if hasattr(res, "__await__"):
+                    await res
+        client = getattr(self.collector, "client", None)
+        for obj in (self.collector, client, self._probe_client):
+            closer = getattr(obj, "aclose", None) or getattr(obj, "close", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    res = closer()
+                    if hasattr(res, "__await__"):
+                        await res
+        self._probe_client = None
+
+    def shutdown_sync(self, timeout: float = 10.0) -> None:
+        """Stop a child from a signal handler or atexit (no event loop needed)."""
+        if self.mode == "child" and self.controller is not None:
+            fn = getattr(self.controller, "shutdown_sync", None)
+            if fn is not None:
+                with contextlib.suppress(Exception):
+                    fn(timeout)
+
+    # ------------------------------------------------------------------ data
+    async def collect(self) -> Snapshot | None:
+        """One collector tick (None when not attached to anything yet)."""
+        if self.collector is None:
+            return None
+        return await self.collector.collect()
+
+    def validate_probe(
+        self, prompt: str, n_predict: str, temperature: str
+    ) -> tuple[ProbeRequest | None, list[str]]:
+        """Check the prompt panel's fields; (request, []) when valid, (None, errors) otherwise."""
+        return validate_probe_fields(prompt, n_predict, temperature)
+
+    async def probe(
+        self, request: ProbeRequest, on_chunk: Callable[[str], None] | None = None
+    ) -> ProbeResult:
+        """Fire one streaming /completion probe at the session's server."""
+        import httpx
+
+        from llmtop.sources.probe import run_probe
+
+        if self.url is None:
+            raise RuntimeError("no server to probe")
+        if self._probe_client is None:
+            self._probe_client = httpx.AsyncClient(
+                timeout=httpx.Timeout(60.0, connect=3.0), trust_env=False
+            )
+        return await run_probe(
+            self._probe_client,
+            self.url,
+            request.prompt,
+            request.n_predict,
+            request.temperature,
+            api_key=self.api_key,
+            on_chunk=on_chunk,
+        )
+
+    # ------------------------------------------------------------------ control
+    async def restart(self) -> None:
+        if self.controller is None:
+            raise RuntimeError("not supervised")
+        await self.controller.restart()
+
+    async def stop_server(self) -> None:
+        if self.controller is None:
+            raise RuntimeError("not supervised")
+        await self.controller.stop()
+
+    async def start_server(self) -> None:
+        if self.controller is None:
+            raise RuntimeError("not supervised")
+        await self.controller.start()
+
+    def redacted_argv(self) -> list[str]:
+        spec = getattr(self.controller, "spec", None)
+        if spec is None:
+            return []
+        return list(spec.redacted())
+
+
+def validate_probe_fields(
+    prompt: str, n_predict: str, temperature: str
+) -> tuple[ProbeRequest | None, list[str]]:
+    """The prompt panel's check: `llmtop.sources.probe.validate_probe_input` (errors in words)."""
+    from llmtop.sources.probe import validate_probe_input
+
+    request, error = validate_probe_input(prompt, n_predict, temperature)
+    if error or request is None:
+        return None, [error or "invalid input"]
+    return request, []
+
+
+def build_collector(
+    url: str,
+    api_key: str | None,
+    *,
+    supervisor: Any | None = None,
+    gpu_monitor: Any | None = None,
+    alert_engine: Any | None = None,
+    unit_monitor: Any | None = None,
+    pid_hint: int | None = None,
+) -> Any:
+    """The Collector for *url* (imports the HTTP client lazily: not needed to draw a frame)."""
+    from llmtop.collector import Collector
+    from llmtop.sources.llama_http import LlamaClient
+
+    client = LlamaClient(url, api_key=api_key)
+    return Collector(
+        client,
+        supervisor=supervisor,
+        gpu_monitor=gpu_monitor,
+        unit_monitor=unit_monitor,
+        alert_engine=alert_engine,
+        pid_hint=pid_hint,
+    )
+
+
+def make_gpu_monitor(refresh_s: float = 1.0, *, demo: bool = False) -> Any | None:
+    """The NVML sampler from llmtop.sources.gpu (issue 3); None when that module is absent.
+
+    For the demo, `demo_gpu_monitor()` gives the real driver when present, else a simulated GPU
+    (its readings are labelled SIMULATED); None when neither is available.
+    """
+    try:
+        from llmtop.sources import gpu
+    except ImportError:
+        return None
+    try:
+        if demo:
+            return gpu.demo_gpu_monitor(refresh_s)
+        return gpu.default_gpu_monitor(refresh_s)
+    except Exception:  # noqa: BLE001 - no GPU panels rather than no dashboard
+        log.exception("GPU monitor unavailable")
+        return None
+
+
+def make_alert_engine() -> Any | None:
+    """The alert engine from llmtop.diagnosis (issue 3), if present."""
+    try:
+        from llmtop.diagnosis import alerts
+    except ImportError:
+        return None
+    for name in ("AlertEngine", "default_alert_engine"):
+        factory = getattr(alerts, name, None)
+        if factory is not None:
+            with contextlib.suppress(Exception):
+                return factory()
+    return None

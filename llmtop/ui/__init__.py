@@ -1,0 +1,1 @@
+"""The Textual dashboard: renders snapshots and posts intents (no httpx/psutil/pynvml here)."""

@@ -1,0 +1,1 @@
+"""One panel per module; each has `show(snapshot)` (cheap; redraws only what changed)."""

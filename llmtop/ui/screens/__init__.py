@@ -1,0 +1,1 @@
+"""Modal and full screens: help, confirmation, server pick list, "no server found"."""

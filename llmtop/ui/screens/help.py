@@ -1,0 +1,38 @@
+"""Help screen (? or F1): every key, in one place."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEYS: tuple[tuple[str, str], ...] = (
+    ("1 … 5", "tabs: Overview, Logs, Prompt/Latency, GPU/Thermal, Tuning"),
+    ("tab / shift+tab", "move focus"),
+    ("r", "restart the server (asks first; child or unit mode only)"),
+    ("s", "stop the server (asks first)"),
+    ("S", "start the server"),
+    ("p", "fire a probe with the prompt panel's settings"),
+    ("P", "toggle the periodic probe (every 30 s)"),
+    ("escape", "cancel a running probe / close search"),
+    ("/", "search the logs (Enter filters, Esc clears)"),
+    ("f", "follow / pause the logs"),
+    ("?  F1", "this help"),
+    ("q  ctrl+c", "quit (a supervised child is stopped cleanly)"),
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape,q,question_mark,f1", "dismiss_help", "close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        rows = "\n".join(f"[bold cyan]{k:<16}[/] {v}" for k, v in KEYS)
+        with VerticalScroll(id="help-box"):
+            yield Static("[bold]llmtop keys[/]\n\n" + rows + "\n\n[dim]Esc closes[/]")
+
+    def action_dismiss_help(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,280 @@
+"""The dashboard on injected snapshots (the collector's own message path): what the operator sees.
+
+No server here: snapshots arrive by `SnapshotReady`, as the collector's do; deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from llmtop.session import DiscoveredTarget, Session
+from llmtop.snapshot import ServerStatus, Snapshot, SupervisorStatus
+from llmtop.sources.logs import LogStore
+from llmtop.ui.app import LlmtopApp, SnapshotReady, create_app
+from llmtop.ui.panels.logs import LogsPanel
+from llmtop.ui.panels.prompt import PromptPanel
+from llmtop.ui.sample import SAMPLE_API_KEY, T0, load_sample, sample_app, sample_snapshot
+from llmtop.ui.screen_text import screen_text
+from llmtop.ui.screens.confirm import ConfirmScreen
+from llmtop.ui.screens.help import HelpScreen
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+async def _inject(app: LlmtopApp, pilot: object, snap: Snapshot) -> None:
+    app.post_message(SnapshotReady(snap))
+    await pilot.pause()  # type: ignore[attr-defined]
+
+
+async def test_overview_80x24_shows_the_essentials() -> None:
+    app = sample_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await load_sample(app, pilot)
+        text = screen_text(app)
+    assert "● ok" in text
+    assert "ready (child)" in text
+    assert "llama-3.1-8b-instruct" in text
+    assert "8192" in text  # n_ctx
+    assert "slot 0  processing  ctx 508/8192" in text
+    assert "gen 38.0" in text  # tok/s from the counters
+    assert "pid 4242" in text and "RSS 1.4 GiB" in text
+    assert "GPU0" in text and "84 °C" in text
+    assert "3 °C below thermal slowdown" in text  # the alert strip
+    assert "model loaded" in text  # the events strip
+    assert "TTFT" in text  # last probe line
+    assert len(text.splitlines()) == 24
+
+
+async def test_health_in_words_when_the_server_is_down() -> None:
+    app = sample_app(mode="attach")
+    snap = dataclasses.replace(
+        sample_snapshot(),
+        server=ServerStatus(
+            url="http://127.0.0.1:8080", health="unreachable", detail="connection refused"
+        ),
+        supervisor=SupervisorStatus(mode="attach", state="ready"),
+    )
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _inject(app, pilot, snap)
+        text = screen_text(app)
+    assert "health   ● unreachable" in text
+    assert "connection refused" in text
+    assert "attached — not supervised" in text
+
+
+async def test_failed_child_shows_the_servers_error_lines() -> None:
+    app = sample_app()
+    sup = SupervisorStatus(
+        mode="child",
+        state="failed",
+        restarts=5,
+        last_exit="exit code 1",
+        last_error_lines=("llama_model_load: error loading model: failed to open /x.gguf",),
+    )
+    snap = dataclasses.replace(
+        sample_snapshot(),
+        server=ServerStatus(url="http://127.0.0.1:8080", health="unreachable"),
+        supervisor=sup,
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _inject(app, pilot, snap)
+        text = screen_text(app)
+    assert "failed (child)" in text
+    assert "restarts 5  last: exit code 1" in text
+    assert "failed to open /x.gguf" in text
+
+
+async def test_api_key_never_on_screen() -> None:
+    app = sample_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await load_sample(app, pilot)
+        seen = []
+        for key in "12345":
+            await pilot.press(key)
+            await pilot.pause()
+            seen.append(screen_text(app))
+            seen.append(app.export_screenshot())
+    assert app.session.api_key == SAMPLE_API_KEY
+    assert all(SAMPLE_API_KEY not in page for page in seen)
+
+
+async def test_attach_mode_has_no_restart_action() -> None:
+    app = sample_app(mode="attach")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await load_sample(app, pilot)
+        for key in ("r", "s", "S"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert not isinstance(app.screen, ConfirmScreen)
+        notes = [n.message for n in app._notifications]
+    assert any("not supervised" in n for n in notes)
+
+
+async def test_help_lists_every_key() -> None:
+    app = sample_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+    for word in ("restart", "stop", "start", "probe", "periodic", "search", "follow", "quit"):
+        assert word in text
+
+
+async def test_tabs_switch_by_number() -> None:
+    app = sample_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await load_sample(app, pilot)
+        for key, tab in (
+            ("2", "logs"),
+            ("3", "probe"),
+            ("4", "gpu"),
+            ("5", "tuning"),
+            ("1", "overview"),
+        ):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.active_tab == tab
+
+
+async def test_logs_panel_batches_follow_and_search() -> None:
+    app = sample_app()
+    store = app.session.log_store
+    async with app.run_test(size=(100, 30)) as pilot:
+        await load_sample(app, pilot)
+        await pilot.press("2")
+        await pilot.pause(0.3)
+        panel = app.query_one(LogsPanel)
+        assert panel.log_view.line_count == len(store)
+        text = screen_text(app)
+        assert "listening on http://127.0.0.1:8080" in text  # a log line
+        assert "✓ srv  llama_server: model loaded" in text  # events strip
+        # 5 000 lines arrive at once: they land in one batch, none lost.
+        before = panel.log_view.line_count
+        store.extend((f"flood line {i}", "stdout") for i in range(5000))
+        await pilot.pause(0.3)
+        assert panel.log_view.line_count == before + 5000
+        assert "flood line 4999" in screen_text(app)
+        # pause: the view stops following
+        await pilot.press("f")
+        await pilot.pause()
+        assert "paused" in screen_text(app)
+        await pilot.press("f")
+        # search filters and keeps only matching lines
+        await pilot.press("slash")
+        await pilot.pause()
+        for ch in "memory slot":
+            await pilot.press("space" if ch == " " else ch)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert panel.log_view.line_count == 1
+        assert "filter: memory slot" in screen_text(app)
+        await pilot.press("slash")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert panel.log_view.line_count == len(store)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "n_predict", "words"),
+    [
+        ("", "32", "prompt is empty"),
+        ("hello", "abc", "whole number"),
+        ("hello", "-5", "must not be negative"),
+    ],
+)
+async def test_prompt_validation_is_inline_and_sends_nothing(
+    prompt: str, n_predict: str, words: str
+) -> None:
+    # A URL nothing listens on: a request, if one were sent, would come back as an error row.
+    store = LogStore()
+    session = Session(mode="attach", url="http://127.0.0.1:9", log_store=store)
+    app = create_app(session, clock=lambda: T0, auto_collect=False)
+    fired: list[object] = []
+    async with app.run_test(
+        size=(80, 24),
+        message_hook=lambda m: fired.append(m) if isinstance(m, PromptPanel.Fire) else None,
+    ) as pilot:
+        await pilot.press("3")
+        panel = app.query_one(PromptPanel)
+        panel.query_one("#prompt-text").text = prompt  # type: ignore[attr-defined]
+        panel.query_one("#n-predict").value = n_predict  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        await pilot.press("p")
+        await pilot.pause()
+        text = screen_text(app)
+    assert words in text
+    assert fired == []
+    assert len(app.series.probes) == 0
+
+
+async def test_no_server_screen_says_how_to_start_one() -> None:
+    session = Session(mode="none", url=None)
+    app = create_app(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        await pilot.press("q")
+    assert "No llama-server found" in text
+    assert "llmtop -- /path/to/llama-server -m" in text
+    assert "llmtop --url http://127.0.0.1:8080" in text
+
+
+async def test_several_servers_give_a_pick_list() -> None:
+    session = Session(
+        mode="none",
+        url=None,
+        candidates=[
+            DiscoveredTarget(
+                "http://127.0.0.1:8080", 101, "pid 101  http://127.0.0.1:8080  a.gguf"
+            ),
+            DiscoveredTarget(
+                "http://127.0.0.1:8081", 102, "pid 102  http://127.0.0.1:8081  b.gguf"
+            ),
+        ],
+    )
+    app = create_app(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        assert "2 llama-servers found" in text and "b.gguf" in text
+        await pilot.press("down")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert session.mode == "attach"
+        assert session.url == "http://127.0.0.1:8081"
+        await pilot.press("q")
+
+
+async def test_ctrl_c_and_q_quit() -> None:
+    for key in ("ctrl+c", "q"):
+        app = sample_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await load_sample(app, pilot)
+            await pilot.press(key)
+            await pilot.pause()
+        # quitting went through the clean shutdown (a supervised child would be stopped)
+        assert app.session._closed
+
+
+async def test_periodic_probe_toggles() -> None:
+    app = sample_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await load_sample(app, pilot)
+        await pilot.press("P")
+        await pilot.pause()
+        assert "every 30 s" in screen_text(app)
+        await pilot.press("P")
+        await pilot.pause()
+        assert "every 30 s" not in screen_text(app)
