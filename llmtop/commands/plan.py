@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from llmtop.control.launch_spec import parse_gpu_layers
 from llmtop.control.vram_plan import (
     CACHE_TYPES,
     DEFAULT_HEADROOM_PERCENT,
@@ -71,15 +72,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _gpu_layers(text: str) -> int:
-    t = text.strip().lower()
-    if t == "auto":
-        return -1
-    if t == "all":
-        return -2
-    try:
-        return int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a layer count: {text!r}") from None
+    value = parse_gpu_layers(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"not a layer count: {text!r}")
+    return value
 
 
 def read_gpu_memory(index: int) -> tuple[int, int, str | None]:

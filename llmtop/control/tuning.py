@@ -24,7 +24,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from llmtop.control.launch_spec import LaunchSpec, format_gpu_layers, redact_argv
+from llmtop.control.launch_spec import (
+    LaunchSpec,
+    format_gpu_layers,
+    parse_gpu_layers,
+    redact_argv,
+)
 from llmtop.sources.buffer_lines import parse_buffer_lines
 from llmtop.sources.logs import LogStore, detect_event, strip_prefix
 
@@ -67,24 +72,12 @@ class TuningValues:
     ctx: int
 
 
-def _parse_gpu_layers(text: str) -> int | None:
-    t = text.strip().lower()
-    if t == "auto":
-        return -1
-    if t == "all":
-        return -2
-    try:
-        return int(t)
-    except ValueError:
-        return None
-
-
 def validate_tuning_input(
     gpu_layers_text: str, ctx_text: str, block_count: int | None, n_ctx_train: int | None
 ) -> tuple[TuningValues | None, str | None, str | None]:
     """(values, None, warning) when usable — warning asks for confirmation (ctx above the training
     context); (None, error, None) when not."""
-    ngl = _parse_gpu_layers(gpu_layers_text)
+    ngl = parse_gpu_layers(gpu_layers_text)
     if ngl is None:
         return (
             None,
@@ -394,7 +387,6 @@ async def apply_with_rollback(
     started = time.time()
     t_mono = time.monotonic()
     changes = describe_changes(old_spec, new_spec)
-    seq0 = log_store.last_seq
     log_store.note("tuning", f"applying {'; '.join(changes) or 'new arguments'}")
 
     def record(result: str, reason: str | None, verdict: _Verdict | None) -> ApplyRecord:
@@ -413,23 +405,26 @@ async def apply_with_rollback(
             change_log.add(rec)
         return rec
 
-    verdict: _Verdict | None = None
-    try:
-        await controller.restart(new_spec)
-        verdict = await verify_restart(
-            controller,
-            health_url=health_url,
-            timeout_s=timeout_s,
-            log_store=log_store,
-            seq0=seq0,
-            t0=time.time(),
-            expected_gpu_layers=new_spec.gpu_layers,
-            gpu_monitor=gpu_monitor,
-            spec=new_spec,
-        )
-        reason = verdict.reason
-    except Exception as e:  # noqa: BLE001 - any failure to apply leads to the rollback
-        reason = f"restart failed: {e}"
+    async def restart_and_verify(spec: LaunchSpec) -> tuple[_Verdict | None, str | None]:
+        seq = log_store.last_seq
+        try:
+            await controller.restart(spec)
+            v = await verify_restart(
+                controller,
+                health_url=health_url,
+                timeout_s=timeout_s,
+                log_store=log_store,
+                seq0=seq,
+                t0=time.time(),
+                expected_gpu_layers=spec.gpu_layers,
+                gpu_monitor=gpu_monitor,
+                spec=spec,
+            )
+        except Exception as e:  # noqa: BLE001 - any failure to apply leads to the rollback
+            return None, f"restart failed: {e}"
+        return v, v.reason
+
+    verdict, reason = await restart_and_verify(new_spec)
     if verdict is not None and verdict.ok:
         if change_log is not None:
             change_log.known_good = new_spec
@@ -437,23 +432,7 @@ async def apply_with_rollback(
         return record("applied", None, verdict)
 
     log_store.note("tuning", f"rolling back: {reason}", "warning")
-    seq1 = log_store.last_seq
-    try:
-        await controller.restart(good)
-        back = await verify_restart(
-            controller,
-            health_url=health_url,
-            timeout_s=timeout_s,
-            log_store=log_store,
-            seq0=seq1,
-            t0=time.time(),
-            expected_gpu_layers=good.gpu_layers,
-            gpu_monitor=gpu_monitor,
-            spec=good,
-        )
-        back_reason = back.reason
-    except Exception as e:  # noqa: BLE001
-        back, back_reason = None, f"restart failed: {e}"
+    back, back_reason = await restart_and_verify(good)
     if back is not None and back.ok:
         log_store.note(
             "tuning", f"rolled back to the last known-good arguments ({reason})", "warning"
