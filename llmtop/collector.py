@@ -9,6 +9,12 @@ One `collect()` asks the server (async HTTP, concurrent endpoints) while host an
 - alert_engine: `.evaluate(snapshot) -> tuple[Alert, ...]`; optional `.thermal(snapshot)`
   `-> ThermalReport | None`
 
+Every tick the collector tells the GPU monitor (`set_server(pid, spec)`) and the alert engine
+(`set_spec(spec)`) which process and launch spec the server is — the supervised child's, the
+unit's MainPID and ExecStart, or the pid found listening on the port — so per-GPU server VRAM,
+CUDA_VISIBLE_DEVICES and the CPU-fallback check follow restarts in every mode. A unit's checks
+(`UnitStatus.warnings`) become alerts (`unit_alerts`), each with the time it was first seen.
+
 Rates come from the /metrics counters differenced between ticks (`CounterRates`). A failing
 optional part is logged and left out of that tick; `collect()` never raises for server faults.
 """
@@ -22,7 +28,7 @@ import logging
 import time
 from typing import Any
 
-from llmtop.snapshot import HostStats, ServerStatus, Snapshot, SupervisorStatus, UnitStatus
+from llmtop.snapshot import Alert, HostStats, ServerStatus, Snapshot, SupervisorStatus, UnitStatus
 from llmtop.sources.llama_http import LlamaClient
 from llmtop.sources.process import ProcessSampler, pid_listening_on
 from llmtop.sources.prometheus import CounterRates, Rates
@@ -58,7 +64,7 @@ class Collector:
         self._unit: UnitStatus | None = None
         self._inflight: asyncio.Task[Snapshot] | None = None
         self._last_health: str | None = None
-        self._told_gpu_pid: int | None = None
+        self._unit_warning_since: dict[str, float] = {}
 
     @property
     def url(self) -> str:
@@ -144,22 +150,14 @@ class Collector:
             log.warning("unit status failed: %s", unit_r)
             unit = self._unit
 
-        found_by_port = pid is not None and pid == self._found_pid
         # a server that went away, came back or restarted may have a new pid: look again now
         if server.health != self._last_health:
             self._found_pid = None
             self._pid_lookup_at = float("-inf")
         self._last_health = server.health
 
-        if found_by_port and pid != self._told_gpu_pid:
-            # only the collector knows this pid (found by port): tell the GPU sampler
-            set_server = getattr(self.gpu_monitor, "set_server", None)
-            if callable(set_server):
-                try:
-                    set_server(pid)
-                    self._told_gpu_pid = pid
-                except Exception:  # noqa: BLE001
-                    log.exception("gpu_monitor.set_server() failed")
+        # a unit's MainPID is read this tick; the pid above may be from the last one
+        self._tell_server(unit.main_pid if unit is not None and unit.main_pid else pid)
 
         rates = self._rates(server)
         server = dataclasses.replace(
@@ -208,8 +206,58 @@ class Collector:
             if callable(thermal):
                 with contextlib.suppress(Exception):
                     snap = dataclasses.replace(snap, thermal=thermal(snap))
+        unit_alerts = self._unit_alerts(unit, now)
+        if unit_alerts:
+            snap = dataclasses.replace(snap, alerts=(*snap.alerts, *unit_alerts))
         self.last = snap
         return snap
+
+    # -- the server, as the GPU sampler and the alert rules need it ---------------------------
+    def server_spec(self) -> Any | None:
+        """The server's LaunchSpec: the child's, or the unit's ExecStart (never blocks)."""
+        monitor = self.unit_monitor
+        if monitor is None and getattr(self.supervisor, "mode", None) == "unit":
+            monitor = getattr(self.supervisor, "monitor", None)
+        if monitor is not None:
+            return getattr(monitor, "spec", None)
+        if self.supervisor is not None:
+            return getattr(self.supervisor, "spec", None)
+        return None
+
+    def _tell_server(self, pid: int | None) -> None:
+        """Tell the GPU sampler and the alert rules which process and launch spec the server is.
+
+        Every tick (both calls are cheap): the pid changes when a child restarts, a unit gets a
+        new MainPID or a server is found by port, and the GPU monitor may have been replaced.
+        """
+        spec = self.server_spec()
+        set_spec = getattr(self.alert_engine, "set_spec", None)
+        if spec is not None and callable(set_spec):  # attach mode: keep what the engine has
+            try:
+                set_spec(spec)
+            except Exception:  # noqa: BLE001
+                log.exception("alert_engine.set_spec() failed")
+        set_server = getattr(self.gpu_monitor, "set_server", None)
+        if callable(set_server):
+            try:
+                set_server(pid, spec)
+            except Exception:  # noqa: BLE001
+                log.exception("gpu_monitor.set_server() failed")
+
+    def _unit_alerts(self, unit: UnitStatus | None, now: float) -> tuple[Alert, ...]:
+        """The unit's checks as alerts; each keeps the time its warning was first seen."""
+        if unit is None or not unit.warnings:
+            self._unit_warning_since.clear()
+            return ()
+        from llmtop.sources.unit_status import unit_alerts
+
+        since = {w: self._unit_warning_since.get(w, now) for w in unit.warnings}
+        self._unit_warning_since = since
+        out: list[Alert] = []
+        for warning, first_seen in since.items():
+            one = dataclasses.replace(unit, warnings=(warning,))
+            out.extend(unit_alerts(one, first_seen))
+        return tuple(out)
 
     def _rates(self, server: ServerStatus) -> Rates | None:
         metrics = self.client.last_metrics

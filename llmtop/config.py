@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,8 @@ def load_thresholds(path: Path | None = None) -> Thresholds:
     path = path or config_path()
     if not path.is_file():
         return Thresholds()
+    import tomllib  # only when there is a file: keeps it off the dashboard's first frame
+
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -79,14 +80,29 @@ def _apply(base: Thresholds, values: dict[str, Any], where: str) -> Thresholds:
     return dataclasses.replace(base, **changes)
 
 
+_HELP: dict[str, tuple[str, str]] = {
+    "vram_percent": ("PERCENT", "warn when a GPU's VRAM use is above this share"),
+    "vram_headroom_percent": ("PERCENT", "critical when less than this share of VRAM is free"),
+    "temp_margin_c": ("DEG_C", "warn within this many °C of the GPU's slowdown temperature"),
+    "throttle_s": ("SECONDS", "a thermal/power clock brake must last this long to alert"),
+    "thermal_window_s": ("SECONDS", "the thermal verdict's window"),
+}
+
+
 def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that override the config file's alert thresholds."""
     g = parser.add_argument_group("alert thresholds (override ~/.config/llmtop/config.toml)")
     g.add_argument("--config", type=Path, default=None, help="config file (TOML)")
     defaults = Thresholds()
     for flag, name in _FLAGS.items():
+        metavar, words = _HELP[name]
         g.add_argument(
-            flag, dest=name, type=float, default=None, help=f"default {getattr(defaults, name):g}"
+            flag,
+            dest=name,
+            type=float,
+            default=None,
+            metavar=metavar,
+            help=f"{words} ({getattr(defaults, name):g})",
         )
 
 

@@ -31,11 +31,27 @@ PROBE_HISTORY = 200
 
 @dataclass
 class DiscoveredTarget:
-    """One local llama-server found by discovery, as the pick list shows it."""
+    """One local llama-server found by discovery, as the pick list shows it.
+
+    A server run by a systemd unit carries the unit's name (and whether it is a user unit):
+    picking it opens unit mode, so restart goes through systemd.
+    """
 
     url: str
     pid: int | None = None
     label: str = ""  # redacted argv / model, for the pick list
+    unit: str | None = None  # systemd unit name ("llama.service") when a unit runs it
+    user: bool = False  # the unit is a user unit (systemctl --user)
+    api_key: str | None = field(default=None, repr=False)  # from its argv/env; never rendered
+
+
+@dataclass(frozen=True)
+class UnitAccess:
+    """How unit mode reaches systemd. The defaults are the product's (the local managers);
+    tests point them into a confined systemd box."""
+
+    command_prefix: tuple[str, ...] = ()
+    journal_directory: str | None = None
 
 
 @dataclass
@@ -67,8 +83,67 @@ class Session:
     def can_control(self) -> bool:
         return self.controller is not None
 
+    def choose(self, target: DiscoveredTarget, access: UnitAccess | None = None) -> None:
+        """The operator picked *target* from the pick list: unit mode for a unit, else attach."""
+        if self.api_key is None and target.api_key:
+            self.api_key = target.api_key
+        if target.unit:
+            self.use_unit(target.unit, user=target.user, url=target.url, access=access)
+        elif self._started:
+            self.attach(target.url, pid_hint=target.pid)
+        else:  # the collector is built in start(), off the first frame
+            self.mode, self.url, self.pid_hint = "attach", target.url.rstrip("/"), target.pid
+        self.candidates = []
+
+    def use_unit(
+        self,
+        name: str,
+        *,
+        user: bool = False,
+        url: str | None = None,
+        access: UnitAccess | None = None,
+    ) -> None:
+        """Unit mode on systemd unit *name*: controller, monitor, journal follower and collector.
+
+        URL and API key come from the unit's ExecStart unless given (reads the unit once:
+        one `systemctl show`). Raises ImportError when unit support is missing.
+        """
+        from llmtop.control.systemd_unit import open_unit_session
+
+        access = access or UnitAccess()
+        ctl, monitor, follower = open_unit_session(
+            name,
+            user,
+            self.log_store,
+            command_prefix=access.command_prefix,
+            journal_directory=access.journal_directory,
+        )
+        spec = monitor.spec
+        if spec is not None:
+            if self.api_key is None and spec.api_key:
+                self.api_key = spec.api_key
+            url = url or spec.url
+        self.mode = "unit"
+        self.controller = ctl
+        self.unit_monitor = monitor
+        self.log_followers.append(follower)
+        self.url = (url or "http://127.0.0.1:8080").rstrip("/")
+        if self._started:  # picked after start-up: build the collector now
+            self.attach(self.url)
+
     def attach(self, url: str, *, pid_hint: int | None = None) -> None:
-        """Point the session at *url* (attach mode), building the HTTP client and collector."""
+        """Point the session at *url* (attach mode), building the HTTP client and collector.
+
+        When *url* and *pid_hint* are a discovered unit's (the pick list hands them over this
+        way), the session switches to that unit's mode instead.
+        """
+        if self.mode == "none":
+            for target in self.candidates:
+                if target.url == url.rstrip("/") and target.pid == pid_hint:
+                    self.choose(target)
+                    if self.collector is None and self.url is not None:
+                        self.attach(self.url, pid_hint=self.pid_hint)
+                    return
         self.url = url.rstrip("/")
         self.pid_hint = pid_hint
         if self.mode == "none":
@@ -96,6 +171,11 @@ class Session:
         if self.collector is None and self.url is not None:
             # Built here, not in the command: the HTTP client's imports stay off the first frame.
             self.attach(self.url, pid_hint=self.pid_hint)
+        elif self.collector is not None:  # attached before start (pick list): hand them over
+            if getattr(self.collector, "gpu_monitor", None) is None:
+                self.collector.gpu_monitor = self.gpu_monitor
+            if getattr(self.collector, "alert_engine", None) is None:
+                self.collector.alert_engine = self.alert_engine
         if self.gpu_monitor is not None and hasattr(self.gpu_monitor, "start"):
             with contextlib.suppress(Exception):
                 res = self.gpu_monitor.start()
@@ -264,15 +344,15 @@ def make_gpu_monitor(refresh_s: float = 1.0, *, demo: bool = False) -> Any | Non
         return None
 
 
-def make_alert_engine() -> Any | None:
-    """The alert engine from llmtop.diagnosis (issue 3), if present."""
+def make_alert_engine(thresholds: Any | None = None) -> Any | None:
+    """The alert engine from llmtop.diagnosis (issue 3), if present, with *thresholds*
+    (a `Thresholds` from the config file and flags; None: the defaults)."""
     try:
         from llmtop.diagnosis import alerts
     except ImportError:
         return None
-    for name in ("AlertEngine", "default_alert_engine"):
-        factory = getattr(alerts, name, None)
-        if factory is not None:
-            with contextlib.suppress(Exception):
-                return factory()
-    return None
+    try:
+        return alerts.AlertEngine(thresholds)
+    except Exception:  # noqa: BLE001 - the dashboard runs without alerts rather than not at all
+        log.exception("alert engine unavailable")
+        return None

@@ -17,7 +17,14 @@ import signal
 import sys
 from typing import Any
 
-from llmtop.session import DiscoveredTarget, Session, make_alert_engine, make_gpu_monitor
+from llmtop.config import ConfigError, add_threshold_arguments, thresholds_from_args
+from llmtop.session import (
+    DiscoveredTarget,
+    Session,
+    UnitAccess,
+    make_alert_engine,
+    make_gpu_monitor,
+)
 
 API_KEY_ENVS = ("LLMTOP_API_KEY", "LLAMA_API_KEY")
 
@@ -49,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--unit", metavar="NAME", help="watch and control a systemd unit")
     parser.add_argument("--user", action="store_true", help="--unit is a user unit")
+    add_threshold_arguments(parser)
 
 
 def resolve_api_key(args: argparse.Namespace) -> str | None:
@@ -60,28 +68,38 @@ def resolve_api_key(args: argparse.Namespace) -> str | None:
     return None
 
 
-def build_session(args: argparse.Namespace, *, demo: bool = False) -> Session | str:
-    """A Session from the command line, or an error message (in words) for the operator."""
+def build_session(
+    args: argparse.Namespace, *, demo: bool = False, access: UnitAccess | None = None
+) -> Session | str:
+    """A Session from the command line, or an error message (in words) for the operator.
+
+    *access* says how unit mode reaches systemd (tests: a confined box); None: this machine.
+    """
     from llmtop.sources.logs import LogStore
 
     store = LogStore(maxlen=max(100, int(args.log_lines)))
     api_key = resolve_api_key(args)
     refresh = max(0.2, float(args.refresh))
     server_argv = list(getattr(args, "server_argv", []) or [])
+    try:
+        thresholds = thresholds_from_args(args)
+    except ConfigError as exc:
+        return str(exc)
     common: dict[str, Any] = {
         "api_key": api_key,
         "log_store": store,
         "refresh_s": refresh,
         # Built when the session starts, after the first frame (NVML / simulator build is slow).
         "gpu_factory": lambda: make_gpu_monitor(refresh, demo=demo),
-        "alert_factory": make_alert_engine,
+        "alert_factory": lambda: make_alert_engine(thresholds),
     }
 
     if server_argv:
-        from llmtop.control.launch_spec import LaunchSpec
+        from llmtop.control.launch_spec import LaunchSpec, llama_env
         from llmtop.control.supervisor import ChildSupervisor, RestartPolicy
 
-        spec = LaunchSpec.from_argv(server_argv)
+        # LLAMA_ARG_* in llmtop's environment reach the child: they count for its URL and key.
+        spec = LaunchSpec.from_argv(server_argv, env=llama_env(os.environ))
         policy = RestartPolicy(
             on_failure=not args.no_restart,
             restart_sec=float(args.restart_sec),
@@ -94,60 +112,75 @@ def build_session(args: argparse.Namespace, *, demo: bool = False) -> Session | 
         return Session(mode="child", url=args.url or spec.url, controller=sup, **common)
 
     if args.unit:
+        session = Session(mode="unit", url=args.url, **common)
         try:
-            from llmtop.control.systemd_unit import UnitController
+            session.use_unit(args.unit, user=bool(args.user), url=args.url, access=access)
         except ImportError:
             return "unit mode (--unit) is not yet available in this build"
-        ctl = UnitController(args.unit, user=bool(args.user), log_store=store)
-        url = args.url
-        spec = None
-        with contextlib.suppress(Exception):
-            spec = ctl.spec
-        if url is None and spec is not None:
-            url = spec.url
-            if common["api_key"] is None and spec.api_key:
-                common["api_key"] = spec.api_key
-        session = Session(mode="unit", url=url or "http://127.0.0.1:8080", controller=ctl, **common)
-        session.unit_monitor = getattr(ctl, "monitor", None)
-        follower = _journal_follower(ctl, store)
-        if follower is not None:
-            session.log_followers.append(follower)
         return session
 
     if args.url:
         return Session(mode="attach", url=args.url, **common)
 
     session = Session(mode="none", url=None, **common)
-    try:
-        from llmtop.sources.discovery import discover_servers
-
-        found = discover_servers()
-    except Exception as exc:  # noqa: BLE001 - fall back to the "how to start one" screen
-        print(f"llmtop: discovery failed: {exc}", file=sys.stderr)
-        found = []
-    if len(found) == 1:
-        srv = found[0]
-        session.mode = "attach"
-        session.url = srv.url
-        session.pid_hint = srv.pid
-        if session.api_key is None and getattr(srv.spec, "api_key", None):
-            session.api_key = srv.spec.api_key
+    targets = discover_targets(access)
+    if len(targets) == 1:
+        session.choose(targets[0], access)  # one: attach (a process) or unit mode (a unit)
     else:
-        session.candidates = [DiscoveredTarget(s.url, s.pid, s.label) for s in found]
+        session.candidates = targets
     return session
 
 
-def _journal_follower(ctl: Any, store: Any) -> Any | None:
-    """The unit's journal into the log store (issue 4)."""
-    try:
-        from llmtop.sources.journal import JournalFollower
-    except ImportError:
-        return None
-    try:
-        return JournalFollower(ctl.name, store, user=ctl.user)
-    except Exception as exc:  # noqa: BLE001 - the dashboard still works without the journal
-        store.note("journal", f"journal not available: {exc}", "warning")
-        return None
+def discover_targets(access: UnitAccess | None = None) -> list[DiscoveredTarget]:
+    """Local llama-servers: processes (psutil) and systemd units whose ExecStart runs one
+    (system and user managers). A process that is a unit's MainPID is listed once, as the
+    unit, so that restart goes through systemd."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmtop.sources.unit_status import discover_units
+
+    prefix = access.command_prefix if access is not None else ()
+    servers: list[Any] = []
+    units: list[Any] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:  # systemctl and psutil side by side
+        future = pool.submit(discover_units, command_prefix=prefix)
+        try:
+            from llmtop.sources.discovery import discover_servers
+
+            servers = discover_servers()
+        except Exception as exc:  # noqa: BLE001 - fall back to the "how to start one" screen
+            print(f"llmtop: discovery failed: {exc}", file=sys.stderr)
+        try:
+            units = future.result()
+        except Exception as exc:  # noqa: BLE001 - no systemd (containers, macOS): processes only
+            print(f"llmtop: unit discovery failed: {exc}", file=sys.stderr)
+    return merge_targets(servers, units)
+
+
+def merge_targets(servers: list[Any], units: list[Any]) -> list[DiscoveredTarget]:
+    """Pick-list entries: each unit once (with its MainPID), then the processes no unit runs.
+
+    *servers* are `DiscoveredServer`s (pid, url, label), *units* `DiscoveredUnit`s (name, user,
+    main_pid, url, label); a process whose pid is a unit's MainPID is shown as the unit.
+    """
+    out: list[DiscoveredTarget] = []
+    unit_pids: set[int] = set()
+    by_pid = {s.pid: s for s in servers}
+    for u in units:
+        pid = u.main_pid
+        srv = by_pid.get(pid) if pid else None
+        if pid:
+            unit_pids.add(pid)
+        url = (srv.url if srv is not None else None) or u.url or "http://127.0.0.1:8080"
+        where = f"pid {pid}  {url}" if pid else url
+        out.append(
+            DiscoveredTarget(url, pid, f"unit {u.label}  {where}", unit=u.name, user=bool(u.user))
+        )
+    for srv in servers:
+        if srv.pid not in unit_pids:
+            key = getattr(getattr(srv, "spec", None), "api_key", None)
+            out.append(DiscoveredTarget(srv.url, srv.pid, srv.label, api_key=key))
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

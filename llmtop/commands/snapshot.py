@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from llmtop.collector import Collector
+from llmtop.config import ConfigError, add_threshold_arguments, thresholds_from_args
 from llmtop.snapshot import Snapshot, to_json_dict
 from llmtop.sources.llama_http import LlamaClient
 
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--unit", metavar="NAME", help="a systemd unit: its state, and URL/API key from ExecStart"
     )
     parser.add_argument("--user", action="store_true", help="--unit is a user unit")
+    add_threshold_arguments(parser)
 
 
 def api_key_from(args: argparse.Namespace) -> str | None:
@@ -88,11 +90,12 @@ def build_collector(args: argparse.Namespace) -> Collector:
     from llmtop.diagnosis.alerts import AlertEngine
     from llmtop.sources.gpu import build_gpu_monitor
 
+    engine = AlertEngine(thresholds_from_args(args))
     gpu = build_gpu_monitor(args)
     if gpu is not None and pid is not None:
-        gpu.set_server(pid)
+        gpu.set_server(pid, unit_spec)
     return Collector(
-        client, pid_hint=pid, gpu_monitor=gpu, alert_engine=AlertEngine(), unit_monitor=unit_monitor
+        client, pid_hint=pid, gpu_monitor=gpu, alert_engine=engine, unit_monitor=unit_monitor
     )
 
 
@@ -170,6 +173,11 @@ async def _run(args: argparse.Namespace) -> tuple[Snapshot, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        thresholds_from_args(args)  # a broken config file is told in words, not a traceback
+    except ConfigError as exc:
+        print(f"llmtop snapshot: {exc}", file=sys.stderr)
+        return 2
     snap, code = asyncio.run(_run(args))
     if args.json:
         data: dict[str, Any] = to_json_dict(snap)

@@ -461,6 +461,8 @@ class DiscoveredUnit:
     sub_state: str | None
     exec_start: tuple[str, ...]  # redacted
     description: str | None = None
+    main_pid: int | None = None  # the running llama-server (None when the unit is not running)
+    url: str | None = None  # where the server listens (from ExecStart and Environment=)
 
     @property
     def label(self) -> str:
@@ -488,23 +490,39 @@ def _unit_names(ctl: Systemctl) -> list[str]:
     return names
 
 
+def manager_running(scope: str) -> bool:
+    """Whether the system (or this user's) service manager runs here, the way sd_booted() tells:
+    without one, systemctl takes a while only to fail."""
+    if scope == "system":
+        return os.path.isdir("/run/systemd/system")
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return os.path.exists(os.path.join(runtime, "systemd", "private"))
+
+
 def discover_units(
     *, scopes: Sequence[str] = ("system", "user"), command_prefix: Sequence[str] = ()
 ) -> list[DiscoveredUnit]:
     """Units whose ExecStart runs llama-server, system and user managers. Blocking (thread)."""
     found: list[DiscoveredUnit] = []
     for scope in scopes:
+        if not command_prefix and not manager_running(scope):
+            continue
         ctl = Systemctl(user=scope == "user", command_prefix=tuple(command_prefix))
         names = _unit_names(ctl)
         if not names:
             continue
         try:
-            blocks = ctl.show(names, ("Id", "ActiveState", "SubState", "ExecStart", "Description"))
+            blocks = ctl.show(
+                names,
+                ("Id", "ActiveState", "SubState", "ExecStart", "Description", "MainPID",
+                 "Environment"),
+            )  # fmt: skip
         except (SystemctlError, subprocess.TimeoutExpired):
             continue
         for props in blocks:
             for argv in parse_exec_start(props.get("ExecStart", "")):
                 if is_llama_server_argv(argv):
+                    spec = spec_from_properties(props)  # URL from ExecStart + Environment=
                     found.append(
                         DiscoveredUnit(
                             name=props.get("Id", "?"),
@@ -513,6 +531,8 @@ def discover_units(
                             sub_state=props.get("SubState") or None,
                             exec_start=_redact(argv),
                             description=props.get("Description") or None,
+                            main_pid=_int_or_none(props.get("MainPID")) or None,
+                            url=spec.url if spec is not None else None,
                         )
                     )
                     break
