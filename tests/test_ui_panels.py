@@ -278,3 +278,52 @@ async def test_periodic_probe_toggles() -> None:
         await pilot.press("P")
         await pilot.pause()
         assert "every 30 s" not in screen_text(app)
+
+
+async def test_revert_key_outside_unit_mode_says_not_a_unit() -> None:
+    for mode in ("child", "attach"):
+        app = sample_app(mode=mode)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await load_sample(app, pilot)
+            await pilot.press("R")
+            await pilot.pause()
+            assert not isinstance(app.screen, ConfirmScreen)
+            notes = [n.message for n in app._notifications]
+        assert any("not a systemd unit" in n for n in notes), (mode, notes)
+
+
+async def test_help_lists_the_drop_in_revert_key() -> None:
+    app = sample_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = screen_text(app)
+    line = next(ln for ln in text.splitlines() if "drop-in" in ln)
+    assert "R" in line and "revert" in line and "unit mode only" in line
+
+
+def _svg_rows(svg: str) -> dict[str, list[str]]:
+    """The text runs of an exported screenshot, per screen line, as SVG viewers draw them."""
+    import html
+    import re
+
+    rows: dict[str, list[str]] = {}
+    for line_id, body in re.findall(r'clip-path="url\(#[\w-]+-line-(\d+)\)">([^<]*)</text>', svg):
+        rows.setdefault(line_id, []).append(html.unescape(body))
+    return rows
+
+
+async def test_screenshot_keeps_spaces_between_coloured_words() -> None:
+    # SVG viewers drop the spaces a text run starts with: "● okhttp://…", "84 °CSM 2235 MHz".
+    app = sample_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await load_sample(app, pilot)
+        svg = app.export_screenshot()
+        text = screen_text(app)
+    rows = _svg_rows(svg)
+    assert len(rows) >= 40  # the parse found the screen's lines
+    runs = [run for line in rows.values() for run in line]
+    bad = [run for run in runs if run[:1] == "\xa0" and run.strip("\xa0 ")]
+    for words in ("● ok  http://", "processing  ctx", "ms  ITL p50", "°C SM"):
+        assert words in text
+    assert not [b for b in bad if any(w in b for w in ("http://", "ctx", "ITL", "SM ", "prompt"))]

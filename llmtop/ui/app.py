@@ -24,11 +24,11 @@ from textual.containers import Horizontal, Vertical
 from textual.lazy import Lazy
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Static, TabbedContent, TabPane, TextArea
+from textual.widgets import Footer, Input, Static, Tab, Tabs, TextArea
 
 from llmtop.session import Session
 from llmtop.snapshot import Snapshot
-from llmtop.ui.format import model_name
+from llmtop.ui.format import keep_gaps, model_name
 from llmtop.ui.panels.alerts import AlertsStrip
 from llmtop.ui.panels.gpu import GpuPanel
 from llmtop.ui.panels.gpu_summary import GpuSummary
@@ -41,6 +41,7 @@ from llmtop.ui.panels.thermal import ThermalPanel
 from llmtop.ui.series import Series
 
 TABS = ("overview", "logs", "probe", "gpu", "tuning")
+TAB_LABELS = ("1 Overview", "2 Logs", "3 Prompt", "4 GPU", "5 Tuning")
 PERIODIC_PROBE_S = 30.0
 LOG_PUMP_S = 0.1
 
@@ -51,6 +52,14 @@ class SnapshotReady(Message):
     def __init__(self, snapshot: Snapshot) -> None:
         super().__init__()
         self.snapshot = snapshot
+
+
+class Pane(Vertical):
+    """One tab's content; only the active one is displayed."""
+
+    def hidden(self) -> Pane:
+        self.display = False
+        return self
 
 
 class TitleBar(Static):
@@ -79,7 +88,7 @@ class TitleBar(Static):
         markup = "  ".join(parts)
         if markup != self._last:
             self._last = markup
-            text = Text.from_markup(markup, overflow="ellipsis")
+            text = keep_gaps(Text.from_markup(markup, overflow="ellipsis"))
             text.no_wrap = True
             self.update(text, layout=False)  # always one line
 
@@ -99,12 +108,16 @@ class LogTail(Static):
             return
         self._seq = store.last_seq
         rows = max(1, self.size.height or 10)
+        width = max(8, self.content_size.width or 200)
         lines = store.since(max(0, store.last_seq - rows))
         text = Text(no_wrap=True, overflow="ellipsis")
         for i, ln in enumerate(lines):
             if i:
                 text.append("\n")
-            text.append(format_line(ln), style=LEVEL_STYLE.get(ln.level))
+            line = format_line(ln)
+            if len(line) > width:  # cut here: cheaper than a long line's ellipsis on render
+                line = line[: width - 1] + "…"
+            text.append(line, style=LEVEL_STYLE.get(ln.level))
         self.update(text, layout=False)  # fixed height (1fr)
 
 
@@ -126,6 +139,7 @@ class LlmtopApp(App[None]):
         Binding("r", "restart", "restart"),
         Binding("s", "stop_server", "stop", show=False),
         Binding("S", "start_server", "start", show=False),
+        Binding("R", "revert_dropin", "revert drop-in", show=False),
         Binding("p", "probe", "probe"),
         Binding("P", "toggle_periodic", "periodic", show=False),
         Binding("slash", "search", "search"),
@@ -164,52 +178,58 @@ class LlmtopApp(App[None]):
         self._widget_cache: dict[object, Any] = {}
         self._probe_worker: Any | None = None
         self._shutting_down = False
+        self._active_tab = "overview"
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield TitleBar(id="title")
         yield AlertsStrip(id="alerts")
-        with TabbedContent(initial="overview", id="tabs"):
-            with TabPane("1 Overview", id="overview"):
-                with Horizontal(id="overview-top"):
-                    yield ServerPanel(self.series, id="server")
-                    yield HostPanel(self.series, id="host")
-                    yield RecentProbes(self.series, id="recent-probes")
-                yield FailureBox(id="failure")
-                yield GpuSummary(id="gpu-summary")
-                yield ProbeSummary(self.series, id="probe-summary")
-                yield EventsStrip(self.session.log_store, rows=3, id="overview-events")
-                yield LogTail(self.session, id="log-tail")
-            with TabPane("2 Logs", id="logs"):
-                hint = ""
-                if self.session.mode == "attach":
-                    hint = (
-                        "attach mode: no server output here — llmtop shows the logs of servers "
-                        "it starts (llmtop -- llama-server …) or of a unit's journal (--unit)"
-                    )
-                # Hidden tabs are mounted right after the first frame (Lazy): faster start-up.
-                yield Lazy(
-                    LogsPanel(
-                        self.session.log_store,
-                        max_lines=self.log_lines,
-                        empty_hint=hint,
-                        id="logs-panel",
-                    )
+        # A Tabs row over plain panes (not TabbedContent): two fewer full-screen container
+        # layers to paint on every tab switch. Hidden panes are display: none.
+        yield Tabs(
+            *(Tab(label, id=f"tab-{name}") for name, label in zip(TABS, TAB_LABELS, strict=True)),
+            id="tabs",
+        )
+        with Pane(id="overview"):
+            with Horizontal(id="overview-top"):
+                yield ServerPanel(self.series, id="server")
+                yield HostPanel(self.series, id="host")
+                yield RecentProbes(self.series, id="recent-probes")
+            yield FailureBox(id="failure")
+            yield GpuSummary(id="gpu-summary")
+            yield ProbeSummary(self.series, id="probe-summary")
+            yield EventsStrip(self.session.log_store, rows=3, id="overview-events")
+            yield LogTail(self.session, id="log-tail")
+        with Pane(id="logs").hidden():
+            hint = ""
+            if self.session.mode == "attach":
+                hint = (
+                    "attach mode: no server output here — llmtop shows the logs of servers "
+                    "it starts (llmtop -- llama-server …) or of a unit's journal (--unit)"
                 )
-            with TabPane("3 Prompt", id="probe"):
-                yield Lazy(
-                    Vertical(
-                        PromptPanel(self.session.validate_probe, id="prompt"),
-                        LatencyPanel(self.series, id="latency"),
-                        id="probe-column",
-                    )
+            # Hidden tabs are mounted right after the first frame (Lazy): faster start-up.
+            yield Lazy(
+                LogsPanel(
+                    self.session.log_store,
+                    max_lines=self.log_lines,
+                    empty_hint=hint,
+                    id="logs-panel",
                 )
-            with TabPane("4 GPU", id="gpu"):
-                yield Lazy(GpuPanel(id="gpu-panel"))
-                yield Lazy(ThermalPanel(id="thermal-panel"))
-            with TabPane("5 Tuning", id="tuning"):
-                # Mounted on first visit: the tuning code imports slowly (kept off start-up).
-                yield Static("loading…", id="tuning-panel")
+            )
+        with Pane(id="probe").hidden():
+            yield Lazy(
+                Vertical(
+                    PromptPanel(self.session.validate_probe, id="prompt"),
+                    LatencyPanel(self.series, id="latency"),
+                    id="probe-column",
+                )
+            )
+        with Pane(id="gpu").hidden():
+            yield Lazy(GpuPanel(id="gpu-panel"))
+            yield Lazy(ThermalPanel(id="thermal-panel"))
+        with Pane(id="tuning").hidden():
+            # Mounted on first visit: the tuning code imports slowly (kept off start-up).
+            yield Static("loading…", id="tuning-panel")
         yield Footer()
 
     async def _mount_tuning(self) -> None:
@@ -220,7 +240,7 @@ class LlmtopApp(App[None]):
         widget = self._tuning_widget()
         widget.add_class("-tuning-ready")
         await placeholder.remove()
-        await self.query_one("#tuning", TabPane).mount(widget)
+        await self.query_one("#tuning", Pane).mount(widget)
         if self.latest is not None and hasattr(widget, "show"):
             widget.show(self.latest)
 
@@ -330,7 +350,12 @@ class LlmtopApp(App[None]):
             age = self.clock() - snap.time
             if age > max(5.0, 3 * self.session.refresh_s):
                 stale = age
-        self._q(TitleBar).show_state(self.session, snap, stale)
+        try:
+            title = self._find(TitleBar)
+        except Exception:  # noqa: BLE001 - no screen while the app closes (a worker may tick)
+            return
+        if title is not None:
+            title.show_state(self.session, snap, stale)
 
     def _find(self, selector: str | type[Widget]) -> Any | None:
         """The widget, or None while a lazily mounted tab is not there yet.
@@ -354,7 +379,7 @@ class LlmtopApp(App[None]):
 
     @property
     def active_tab(self) -> str:
-        return self._q(TabbedContent).active or "overview"
+        return self._active_tab
 
     def _show_tab(self, tab: str, snap: Snapshot | None) -> None:
         """Show *snap* on the panels of *tab* only: hidden panels are updated when shown."""
@@ -388,20 +413,32 @@ class LlmtopApp(App[None]):
             if hasattr(tuning, "show"):
                 tuning.show(snap)
 
-    @on(TabbedContent.TabActivated)
-    def _on_tab(self, event: TabbedContent.TabActivated) -> None:
-        pane = event.pane.id or "overview"
+    @on(Tabs.TabActivated, "#tabs")
+    def _on_tab(self, event: Tabs.TabActivated) -> None:
+        pane = (event.tab.id or "tab-overview").removeprefix("tab-")
+        if pane == self._active_tab:
+            return
+        with self.batch_update():
+            self._q(f"#{self._active_tab}").display = False
+            self._q(f"#{pane}").display = True
+        self._active_tab = pane
         if pane == "tuning":
             self.run_worker(self._mount_tuning(), group="tuning")
         if pane == "probe":
             latency = self._find(LatencyPanel)
             if latency is not None:
                 self.run_worker(latency.ensure_plotext(), group="plot")
-        if pane == "logs":
-            self._log_timer.resume()
-        else:
-            self._log_timer.pause()
-        self._show_tab(pane, self.latest)
+        self._log_timer.pause()  # resumed after the switch is on screen (Logs tab only)
+        # The switch is painted first (panels keep what they showed last); they catch up with the
+        # latest snapshot and log lines right after that frame, so a key repaints at once even
+        # while thousands of log lines wait to be written.
+        self.call_after_refresh(self._catch_up, pane)
+
+    def _catch_up(self, pane: str) -> None:
+        if pane == self.active_tab:
+            self._show_tab(pane, self.latest)
+            if pane == "logs":
+                self._log_timer.resume()
 
     def _pump_logs(self) -> None:
         panel = self._find(LogsPanel) if self.active_tab == "logs" else None
@@ -459,7 +496,7 @@ class LlmtopApp(App[None]):
 
     # ------------------------------------------------------------------ actions
     def action_tab(self, tab: str) -> None:
-        self._q(TabbedContent).active = tab
+        self._q(Tabs).active = f"tab-{tab}"
 
     def action_help(self) -> None:
         from llmtop.ui.screens.help import HelpScreen
@@ -494,14 +531,16 @@ class LlmtopApp(App[None]):
         if panel is None:
             return
         following = panel.toggle_follow()
-        self.notify("logs: following" if following else "logs: paused")
+        if self.active_tab != "logs":
+            # On the Logs tab its status line says it (a toast would cost a relayout twice).
+            self.notify("logs: following" if following else "logs: paused")
 
     def action_escape(self) -> None:
         if self.cancel_probe():
             return
         focused = self.focused
         if isinstance(focused, TextArea | Input):
-            self._q(TabbedContent).query_one("Tabs").focus()
+            self._q(Tabs).focus()
 
     def _not_supervised(self) -> bool:
         if self.session.controller is None:
@@ -544,6 +583,40 @@ class LlmtopApp(App[None]):
             return
         self.notify("starting llama-server…")
         self.run_worker(self._control(self.session.start_server), group="control")
+
+    def action_revert_dropin(self) -> None:
+        """Unit mode: remove llmtop's systemd drop-in (kept as .bak), reload and restart."""
+        revert = getattr(self.session.controller, "revert", None)
+        if self.session.mode != "unit" or revert is None:
+            self.notify(
+                "not a systemd unit: R reverts llmtop's drop-in of a unit (llmtop --unit NAME)",
+                severity="warning",
+            )
+            return
+        from llmtop.ui.screens.confirm import ConfirmScreen
+
+        name = getattr(self.session.controller, "name", "the unit")
+        self.push_screen(
+            ConfirmScreen(f"Remove llmtop's drop-in of {name} and restart it?"),
+            self._confirmed_revert,
+        )
+
+    def _confirmed_revert(self, yes: bool | None) -> None:
+        if yes:
+            self.notify("reverting llmtop's drop-in…")
+            self.run_worker(self._revert(), group="control", exit_on_error=False)
+
+    async def _revert(self) -> None:
+        try:
+            removed = await self.session.controller.revert()  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - UnitError / UnitPermissionError say why
+            self.notify(f"revert failed: {exc}", severity="error", timeout=10)
+        else:
+            if removed:
+                self.notify("drop-in removed (kept as .bak); unit reloaded and restarted")
+            else:
+                self.notify("no llmtop drop-in to revert: the unit runs its own arguments")
+        self._tick()
 
     async def _control(self, fn: Callable[[], Any]) -> None:
         try:

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 
 from llmtop.snapshot import Snapshot
 from llmtop.ui.charts import braille_plot, downsample
-from llmtop.ui.format import DASH, fmt_clock, fmt_ms, fmt_rate
+from llmtop.ui.format import DASH, fmt_clock, fmt_ms, fmt_rate, keep_gaps
 from llmtop.ui.series import Series
 
 COLUMNS = (
@@ -83,7 +83,7 @@ class ProbeSummary(Static):
             markup += f"  [cyan]every {self.app.periodic_probe_s:.0f} s[/]"  # type: ignore[attr-defined]
         if markup != self._last:
             self._last = markup
-            self.update(Text.from_markup(markup), layout=False)  # one line
+            self.update(keep_gaps(Text.from_markup(markup)), layout=False)  # one line
 
 
 class LatencyPanel(Vertical):
@@ -160,7 +160,9 @@ class LatencyPanel(Vertical):
             rows = braille_plot(vals, width, 2)
             lines.append(f"{label:<10} max {top:>6.1f} [{style}]{rows[0]}[/]")
             lines.append(f"{'':<10} {'':>10} [{style}]{rows[1]}[/]")
-        self.query_one("#latency-plot", Static).update(Text.from_markup("\n".join(lines)))
+        self.query_one("#latency-plot", Static).update(
+            keep_gaps(Text.from_markup("\n".join(lines)))
+        )
 
     def _draw_plotext(self, probes: list[Any]) -> None:
         """TTFT (left axis) and generation tok/s (right axis) per probe, downsampled to width."""
@@ -215,7 +217,7 @@ class RecentProbes(Static):
                 f"{fmt_clock(r.started_at):<8} {fmt_ms(r.ttft_ms):>8} {fmt_ms(r.itl_ms_p50):>8}"
                 f" {fmt_rate(r.gen_tokens_per_s, ''):>8} {fmt_rate(srv, ''):>8}"
             )
-        self.update(Text.from_markup("\n".join(lines)), layout=False)  # fixed height
+        self.update(keep_gaps(Text.from_markup("\n".join(lines))), layout=False)  # fixed height
 
     def on_resize(self) -> None:
         self._key = None

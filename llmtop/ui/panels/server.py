@@ -7,7 +7,7 @@ from rich.text import Text
 
 from llmtop.snapshot import Snapshot, SupervisorStatus, UnitStatus
 from llmtop.ui.charts import sparkline
-from llmtop.ui.format import DASH, fmt_duration, fmt_rate, model_name
+from llmtop.ui.format import DASH, fmt_duration, fmt_rate, keep_gaps, model_name
 from llmtop.ui.panels.base import SnapshotPanel
 from llmtop.ui.series import Series
 
@@ -147,4 +147,4 @@ class FailureBox(SnapshotPanel):
         if markup != self._last:
             relayout = self._last is None or markup.count("\n") != self._last.count("\n")
             self._last = markup
-            self.update(Text.from_markup(markup), layout=relayout)
+            self.update(keep_gaps(Text.from_markup(markup)), layout=relayout)

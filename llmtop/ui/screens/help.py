@@ -14,6 +14,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("r", "restart the server (asks first; child or unit mode only)"),
     ("s", "stop the server (asks first)"),
     ("S", "start the server"),
+    ("R", "revert llmtop's unit drop-in (asks first; unit mode only)"),
     ("p", "fire a probe with the prompt panel's settings"),
     ("P", "toggle the periodic probe (every 30 s)"),
     ("escape", "cancel a running probe / close search"),
