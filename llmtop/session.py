@@ -164,14 +164,19 @@ class Session:
         if self._started:
             return
         self._started = True
+        # NVML start-up (a thread: ctypes calls release the GIL) overlaps building the alert
+        # engine and the collector; the collector gets the monitor before its first collect.
+        gpu_future: asyncio.Future[Any] | None = None
         if self.gpu_monitor is None and self.gpu_factory is not None:
-            self.gpu_monitor = await asyncio.to_thread(self.gpu_factory)
+            gpu_future = asyncio.ensure_future(asyncio.to_thread(self.gpu_factory))
         if self.alert_engine is None and self.alert_factory is not None:
             self.alert_engine = self.alert_factory()
         if self.collector is None and self.url is not None:
             # Built here, not in the command: the HTTP client's imports stay off the first frame.
             self.attach(self.url, pid_hint=self.pid_hint)
-        elif self.collector is not None:  # attached before start (pick list): hand them over
+        if gpu_future is not None:
+            self.gpu_monitor = await gpu_future
+        if self.collector is not None:  # hand over what was built meanwhile (or before: pick list)
             if getattr(self.collector, "gpu_monitor", None) is None:
                 self.collector.gpu_monitor = self.gpu_monitor
             if getattr(self.collector, "alert_engine", None) is None:

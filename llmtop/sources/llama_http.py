@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from llmtop.snapshot import Health, ServerStatus, SlotStatus
 from llmtop.sources import raw_http
 from llmtop.sources.prometheus import parse_metrics
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import httpx
 
 UNAUTHORIZED_DETAIL = "401 Invalid API Key — check --api-key / LLAMA_API_KEY"
 ENDPOINT_FLAGS = {"/metrics": "--metrics", "/slots": "--slots (it was started with --no-slots)"}
@@ -54,6 +56,8 @@ class _Reply:
 
 def describe_transport_error(exc: Exception, timeout_s: float) -> tuple[str, str]:
     """(kind, words) for an httpx transport failure."""
+    import httpx  # imported lazily: plain http:// polling never needs it (start-up time)
+
     if isinstance(exc, httpx.TimeoutException):
         return "timeout", f"timed out after {timeout_s:.1f} s"
     if isinstance(exc, httpx.ConnectError):
@@ -72,6 +76,14 @@ def describe_transport_error(exc: Exception, timeout_s: float) -> tuple[str, str
     if isinstance(exc, httpx.HTTPError):
         return "unreachable", f"{type(exc).__name__}: {exc}"
     return "error", f"{type(exc).__name__}: {exc}"
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """OSError, or httpx.HTTPError (httpx is only imported once something has used it)."""
+    if isinstance(exc, OSError):
+        return True
+    httpx_mod = sys.modules.get("httpx")
+    return httpx_mod is not None and isinstance(exc, httpx_mod.HTTPError)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -198,12 +210,9 @@ class LlamaClient:
         # No keep-alive: llama-server's HTTP worker pool is small (n_parallel + 2 threads by
         # default) and each idle keep-alive connection pins one worker, so a dashboard holding
         # connections open would starve real clients and its own concurrent requests.
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=0),
-            headers={"Connection": "close"},
-            trust_env=False,
-        )
+        # The httpx client is built on first use (`http`): importing httpx and building its TLS
+        # context costs ~0.15 s of start-up that plain http:// polling never needs.
+        self._http: httpx.AsyncClient | None = None
         self._props: _Props | None = None
         self._props_at = 0.0
         self._n_ctx_train: int | None = None
@@ -217,6 +226,19 @@ class LlamaClient:
         self.last_metrics: dict[str, float] | None = None
         self.last_metrics_time: float | None = None
         self.polls = 0
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout_s),
+                limits=httpx.Limits(max_connections=8, max_keepalive_connections=0),
+                headers={"Connection": "close"},
+                trust_env=False,
+            )
+        return self._http
 
     def __repr__(self) -> str:  # never shows the key
         return f"LlamaClient({self.url!r}, api_key={'***' if self._api_key else None})"
@@ -235,7 +257,8 @@ class LlamaClient:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def __aenter__(self) -> LlamaClient:
         return self
@@ -264,7 +287,9 @@ class LlamaClient:
             words = str(exc)
             kind = "timeout" if words.startswith("timed out") else "unreachable"
             raise ProbeError(kind, f"{path}: {words}" if path != "/health" else words) from None
-        except (httpx.HTTPError, OSError) as exc:
+        except Exception as exc:
+            if not _is_transport_error(exc):
+                raise
             kind, words = describe_transport_error(exc, self.timeout_s)
             raise ProbeError(kind, f"{path}: {words}" if path != "/health" else words) from None
         if reply.status_code == 200:

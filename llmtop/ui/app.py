@@ -44,6 +44,7 @@ TABS = ("overview", "logs", "probe", "gpu", "tuning")
 TAB_LABELS = ("1 Overview", "2 Logs", "3 Prompt", "4 GPU", "5 Tuning")
 PERIODIC_PROBE_S = 30.0
 LOG_PUMP_S = 0.1
+HIDDEN_TABS_LATEST_S = 3.0
 
 
 class SnapshotReady(Message):
@@ -52,6 +53,51 @@ class SnapshotReady(Message):
     def __init__(self, snapshot: Snapshot) -> None:
         super().__init__()
         self.snapshot = snapshot
+
+
+class AfterFirstData(Lazy):
+    """A hidden tab's content, mounted once the first snapshot is on screen or when its tab is
+    opened, whichever comes first (the app calls `reveal()`). Plain `Lazy` mounts right after
+    the first frame, and those ~0.1 s of mounting delayed the first data frame."""
+
+    _revealing = False
+
+    async def mount_composed_widgets(self, widgets: list[Widget]) -> None:
+        if not getattr(self.app, "defer_hidden_tabs", False):
+            await super().mount_composed_widgets(widgets)
+
+    async def reveal(self) -> Widget | None:
+        """Mount the content in place of this placeholder; the content (None if done before)."""
+        parent = self.parent
+        if self._revealing or parent is None or not self.is_attached:
+            return None
+        self._revealing = True
+        await parent.mount(self._replace_widget, after=self)
+        await self.remove()
+        return self._replace_widget
+
+
+class KeysFooter(Footer):
+    """Textual's Footer, rebuilt only when the keys it shows change: the stock one rebuilds all
+    its keys on every bindings signal (eight times during start-up, a tenth of a second)."""
+
+    _shown: tuple[Any, ...] | None = None
+
+    def _keys(self) -> tuple[Any, ...] | None:
+        if not self._bindings_ready or not self.is_attached:
+            return None
+        return tuple(
+            (binding.key, binding.description, binding.action, enabled, tooltip)
+            for (_, binding, enabled, tooltip) in self.screen.active_bindings.values()
+            if binding.show
+        )
+
+    async def recompose(self) -> None:
+        keys = self._keys()
+        if keys is not None and keys == self._shown and self.children:
+            return
+        self._shown = keys
+        await super().recompose()
 
 
 class Pane(Vertical):
@@ -179,6 +225,9 @@ class LlmtopApp(App[None]):
         self._probe_worker: Any | None = None
         self._shutting_down = False
         self._active_tab = "overview"
+        # Hidden tabs are mounted after the first data frame (AfterFirstData); tests that inject
+        # snapshots get them right after the first frame, as before.
+        self.defer_hidden_tabs = auto_collect
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -207,8 +256,8 @@ class LlmtopApp(App[None]):
                     "attach mode: no server output here — llmtop shows the logs of servers "
                     "it starts (llmtop -- llama-server …) or of a unit's journal (--unit)"
                 )
-            # Hidden tabs are mounted right after the first frame (Lazy): faster start-up.
-            yield Lazy(
+            # Hidden tabs are mounted after the first data frame: faster start-up.
+            yield AfterFirstData(
                 LogsPanel(
                     self.session.log_store,
                     max_lines=self.log_lines,
@@ -217,7 +266,7 @@ class LlmtopApp(App[None]):
                 )
             )
         with Pane(id="probe").hidden():
-            yield Lazy(
+            yield AfterFirstData(
                 Vertical(
                     PromptPanel(self.session.validate_probe, id="prompt"),
                     LatencyPanel(self.series, id="latency"),
@@ -225,12 +274,12 @@ class LlmtopApp(App[None]):
                 )
             )
         with Pane(id="gpu").hidden():
-            yield Lazy(GpuPanel(id="gpu-panel"))
-            yield Lazy(ThermalPanel(id="thermal-panel"))
+            yield AfterFirstData(GpuPanel(id="gpu-panel"))
+            yield AfterFirstData(ThermalPanel(id="thermal-panel"))
         with Pane(id="tuning").hidden():
             # Mounted on first visit: the tuning code imports slowly (kept off start-up).
             yield Static("loading…", id="tuning-panel")
-        yield Footer()
+        yield KeysFooter()
 
     async def _mount_tuning(self) -> None:
         placeholder = self._q("#tuning-panel")
@@ -264,6 +313,8 @@ class LlmtopApp(App[None]):
         self._log_timer = self.set_interval(LOG_PUMP_S, self._pump_logs, pause=True)
         if not self.auto_collect:
             return
+        # Hidden tabs: mounted after the first data frame, or after this if no data comes.
+        self.set_timer(HIDDEN_TABS_LATEST_S, self._reveal_hidden_tabs)
         self.set_interval(max(0.1, self.session.refresh_s), self._tick)
         self._install_signal_handlers()
         if self.session.mode == "none":
@@ -342,6 +393,24 @@ class LlmtopApp(App[None]):
             self._refresh_title()
             self._q(AlertsStrip).show(snap)
             self._show_tab(self.active_tab, snap)
+        if self.snapshots_seen == 1 and self.defer_hidden_tabs:
+            self.call_after_refresh(self._reveal_hidden_tabs)
+
+    async def _reveal_hidden_tabs(self, pane: str | None = None) -> None:
+        """Mount the hidden tabs' panels (all, or *pane*'s); those with their own history
+        record the latest snapshot, which arrived before they were there."""
+        stack = self.screen_stack
+        if not stack:  # closing
+            return
+        root = stack[0] if pane is None else stack[0].query_one(f"#{pane}")
+        deferred = list(root.query(AfterFirstData))
+        if not deferred:
+            return
+        for widget in deferred:
+            panel = await widget.reveal()
+            record = getattr(panel, "record", None)
+            if record is not None and self.latest is not None:
+                record(self.latest)  # history is keyed by snapshot time: no double entries
 
     def _refresh_title(self) -> None:
         snap = self.latest
@@ -424,14 +493,25 @@ class LlmtopApp(App[None]):
         self._active_tab = pane
         if pane == "tuning":
             self.run_worker(self._mount_tuning(), group="tuning")
+        self._log_timer.pause()  # resumed after the switch is on screen (Logs tab only)
+        if self.query_one(f"#{pane}").query(AfterFirstData):  # opened before the first data
+            self.run_worker(self._reveal_then_catch_up(pane), group=f"reveal-{pane}")
+            return
         if pane == "probe":
             latency = self._find(LatencyPanel)
             if latency is not None:
                 self.run_worker(latency.ensure_plotext(), group="plot")
-        self._log_timer.pause()  # resumed after the switch is on screen (Logs tab only)
         # The switch is painted first (panels keep what they showed last); they catch up with the
         # latest snapshot and log lines right after that frame, so a key repaints at once even
         # while thousands of log lines wait to be written.
+        self.call_after_refresh(self._catch_up, pane)
+
+    async def _reveal_then_catch_up(self, pane: str) -> None:
+        await self._reveal_hidden_tabs(pane)
+        if pane == "probe":
+            latency = self._find(LatencyPanel)
+            if latency is not None:
+                self.run_worker(latency.ensure_plotext(), group="plot")
         self.call_after_refresh(self._catch_up, pane)
 
     def _catch_up(self, pane: str) -> None:
