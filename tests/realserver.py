@@ -81,6 +81,12 @@ def wait_healthy(
     raise TimeoutError(f"llama-server at {url} not healthy after {timeout}s: {last}")
 
 
+def server_argv(binary: Path, model: Path, port: int, *extra: str) -> list[str]:
+    """The tests' llama-server argv: tiny context, one slot, one thread, loopback only."""
+    return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+            "-c", "512", "-np", "1", "-t", "1", *extra]  # fmt: skip
+
+
 def start_llama_server(
     binary: Path,
     model: Path,
@@ -93,22 +99,7 @@ def start_llama_server(
     env: dict[str, str] | None = None,
 ) -> RunningServer:
     port = port or free_port()
-    argv = [
-        str(binary),
-        "-m",
-        str(model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "-c",
-        "512",
-        "-np",
-        "1",
-        "-t",
-        "1",
-        *extra,
-    ]
+    argv = server_argv(binary, model, port, *extra)
     if api_key:
         argv += ["--api-key", api_key]
     log_path = log_dir / f"llama-server-{port}.log"

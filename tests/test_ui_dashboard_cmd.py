@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.realserver import free_port
+from tests.realserver import free_port, server_argv
 
 pytestmark = pytest.mark.real_server
 
@@ -82,24 +82,7 @@ def test_quit_stops_the_child_and_restores_the_terminal(
     how: str, llama_server_bin: Path, tiny_model: Path
 ) -> None:
     port = free_port()
-    run = PtyRun(
-        [
-            "--",
-            str(llama_server_bin),
-            "-m",
-            str(tiny_model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "-c",
-            "512",
-            "-np",
-            "1",
-            "-t",
-            "1",
-        ]
-    )
+    run = PtyRun(["--", *server_argv(llama_server_bin, tiny_model, port)])
     try:
         deadline = time.monotonic() + 60
         while not run.child_pids() and time.monotonic() < deadline:

@@ -20,7 +20,7 @@ from llmtop.ui.panels.logs import LogsPanel
 from llmtop.ui.panels.prompt import PromptPanel
 from llmtop.ui.screen_text import screen_text
 from llmtop.ui.screens.confirm import ConfirmScreen
-from tests.realserver import RunningServer, free_port
+from tests.realserver import RunningServer, free_port, server_argv
 
 pytestmark = pytest.mark.real_server
 
@@ -133,23 +133,7 @@ async def test_api_key_is_never_rendered(server_factory: Callable[..., RunningSe
 
 def _child_app(llama_server_bin: Path, tiny_model: Path, *extra: str) -> tuple[LlmtopApp, int]:
     port = free_port()
-    argv = [
-        str(llama_server_bin),
-        "-m",
-        str(tiny_model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "-c",
-        "512",
-        "-np",
-        "1",
-        "-t",
-        "1",
-        "--metrics",
-        *extra,
-    ]
+    argv = server_argv(llama_server_bin, tiny_model, port, "--metrics", *extra)
     store = LogStore()
     sup = ChildSupervisor(LaunchSpec.from_argv(argv), store, RestartPolicy(stop_timeout_s=5.0))
     session = Session(
