@@ -33,20 +33,28 @@ def downsample(values: Sequence[float | None], width: int) -> list[float | None]
     return out
 
 
-def sparkline(values: Sequence[float | None], width: int, top: float | None = None) -> str:
-    """One line of block characters, right-aligned (newest at the right edge)."""
+def sparkline(
+    values: Sequence[float | None],
+    width: int,
+    top: float | None = None,
+    bottom: float = 0.0,
+) -> str:
+    """One line of block characters, right-aligned (newest at the right edge).
+
+    Values map from *bottom* (lowest block) to *top* (full block; default: the largest value)."""
     pts = downsample(values, width)
     nums = [v for v in pts if v is not None]
     hi = top if top is not None else (max(nums) if nums else 0.0)
+    span = hi - bottom
     chars = []
     for v in pts:
         if v is None:
             chars.append(" ")
-        elif hi <= 0:
+        elif span <= 0:
             chars.append(_BLOCKS[1])
         else:
-            idx = 1 + round((len(_BLOCKS) - 2) * max(0.0, min(v, hi)) / hi)
-            chars.append(_BLOCKS[idx])
+            frac = max(0.0, min(v, hi) - bottom) / span
+            chars.append(_BLOCKS[1 + round((len(_BLOCKS) - 2) * frac)])
     return "".join(chars).rjust(width)
 
 

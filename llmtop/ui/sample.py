@@ -76,7 +76,8 @@ def sample_log_store() -> LogStore:
     return store
 
 
-def sample_gpu(i: int = 0) -> GpuSample:
+def sample_gpu(i: int = 0, *, temperature_c: float = 84.0, sm_clock_mhz: int = 2_235) -> GpuSample:
+    throttled = sm_clock_mhz < 2_790
     return GpuSample(
         index=i,
         name="NVIDIA GeForce RTX 4090",
@@ -87,10 +88,10 @@ def sample_gpu(i: int = 0) -> GpuSample:
         memory_total_bytes=24_564 << 20,
         utilization_percent=97.0,
         memory_utilization_percent=61.0,
-        temperature_c=84.0,
+        temperature_c=temperature_c,
         temp_slowdown_c=87.0,
         temp_shutdown_c=92.0,
-        sm_clock_mhz=2_235,
+        sm_clock_mhz=sm_clock_mhz,
         sm_clock_max_mhz=2_790,
         mem_clock_mhz=10_501,
         mem_clock_max_mhz=10_501,
@@ -99,7 +100,7 @@ def sample_gpu(i: int = 0) -> GpuSample:
         fan_percent=78.0,
         pstate=2,
         persistence_mode=True,
-        throttle_reasons=("SwThermalSlowdown",),
+        throttle_reasons=("SwThermalSlowdown",) if throttled else (),
         throttled_thermal_percent=12.0,
         throttled_power_percent=0.0,
         processes=(GpuProcess(4242, 7_102 << 20),),
@@ -108,7 +109,9 @@ def sample_gpu(i: int = 0) -> GpuSample:
     )
 
 
-def sample_snapshot(t: float = T0, *, gen_tps: float = 38.0) -> Snapshot:
+def sample_snapshot(
+    t: float = T0, *, gen_tps: float = 38.0, temperature_c: float = 84.0, sm_clock_mhz: int = 2_235
+) -> Snapshot:
     return Snapshot(
         time=t,
         server=ServerStatus(
@@ -147,7 +150,7 @@ def sample_snapshot(t: float = T0, *, gen_tps: float = 38.0) -> Snapshot:
         supervisor=SupervisorStatus(
             mode="child", state="ready", restarts=1, last_exit="exit code 1", argv=ARGV
         ),
-        gpus=(sample_gpu(0),),
+        gpus=(sample_gpu(0, temperature_c=temperature_c, sm_clock_mhz=sm_clock_mhz),),
         gpu_note="sample data (not a live GPU)",
         alerts=(
             Alert(
@@ -174,10 +177,26 @@ def sample_snapshot(t: float = T0, *, gen_tps: float = 38.0) -> Snapshot:
     )
 
 
-def sample_history(count: int = len(_GEN)) -> list[Snapshot]:
-    """A short run of snapshots, one per second up to T0 (throughput falling as it heats)."""
-    gens = (_GEN * (count // len(_GEN) + 1))[:count]
-    return [sample_snapshot(T0 - (count - 1 - i), gen_tps=g) for i, g in enumerate(gens)]
+def sample_history(count: int = 120) -> list[Snapshot]:
+    """Two minutes of snapshots, one per second up to T0: the GPU warms up to 86 °C, software
+    thermal slowdown cuts the SM clock 2790 → 2235 MHz and generation falls from ~53 to 38 tok/s,
+    ending in the state `sample_snapshot()` shows (84 °C, still throttled)."""
+    snaps = []
+    for i in range(count):
+        f = i / max(count - 1, 1)  # 0 … 1
+        temp = 70.0 + 16.0 * min(1.0, f / 0.75) - (2.0 if f > 0.9 else 0.0)
+        throttled = f >= 0.7
+        wobble = _GEN[i % len(_GEN)] - sum(_GEN) / len(_GEN)
+        gen = (38.0 if throttled else 53.0) + 0.2 * wobble if i < count - 1 else 38.0
+        snaps.append(
+            sample_snapshot(
+                T0 - (count - 1 - i),
+                gen_tps=gen,
+                temperature_c=round(temp) if i < count - 1 else 84.0,
+                sm_clock_mhz=2_235 if throttled else 2_790,
+            )
+        )
+    return snaps
 
 
 class SampleProbe:
@@ -225,6 +244,7 @@ async def load_sample(app: LlmtopApp, pilot: Pilot[None], probes: int = 8) -> No
     from llmtop.ui.app import SnapshotReady
     from llmtop.ui.panels.latency import LatencyPanel, ProbeSummary, RecentProbes
 
+    await pilot.pause()  # hidden tabs mount after the first frame: let them, so they record all
     for snap in sample_history():
         app.post_message(SnapshotReady(snap))
     await pilot.pause()

@@ -134,8 +134,16 @@ class ThermalPanel(SnapshotPanel):
         h = self.history
         temp_series = list(h.temp.get(g.index, ()))
         sm_series = list(h.sm.get(g.index, ()))
-        lines.append(f"temp °C  [red]{sparkline(temp_series, width, top=g.temp_shutdown_c)}[/]")
-        lines.append(f"SM MHz   [cyan]{sparkline(sm_series, width, top=g.sm_clock_max_mhz)}[/]")
+        # Scaled from a little below the window's minimum so that a few degrees or a clock cut
+        # are visible (from 0, a 70 → 86 °C ramp is a barely changing full bar).
+        t_low = max(0.0, min((v for v in temp_series if v is not None), default=0.0) - 5.0)
+        sm_low = 0.8 * min((v for v in sm_series if v is not None), default=0.0)
+        lines.append(
+            f"temp °C  [red]{sparkline(temp_series, width, top=g.temp_shutdown_c, bottom=t_low)}[/]"
+        )
+        lines.append(
+            f"SM MHz   [cyan]{sparkline(sm_series, width, top=g.sm_clock_max_mhz, bottom=sm_low)}[/]"
+        )
         lines.append(f"gen t/s  [green]{sparkline(list(h.gen), width)}[/]")
         if len(h.times) > 1:
             span = h.times[-1] - h.times[0]
