@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from llmtop.control.launch_spec import LaunchSpec, redact_argv
-from llmtop.control.tuning import Controller, failure_since, verify_restart
+from llmtop.control.tuning import Controller, failure_since, restart_and_verify
 from llmtop.sources.logs import LogStore
 from llmtop.sources.probe import run_probe
 
@@ -290,21 +290,10 @@ async def run_sweep(
             log_store.note("tuning", f"sweep: restarting with --gpu-layers {ngl}")
             t_load = time.monotonic()
             t_restart = time.time()
-            try:
-                await controller.restart(spec)
-                verdict = await verify_restart(
-                    controller,
-                    health_url=spec.url + "/health",
-                    timeout_s=timeout_s,
-                    log_store=log_store,
-                    seq0=seq0,
-                    t0=time.time(),
-                    expected_gpu_layers=ngl,
-                    gpu_monitor=None,
-                )
-                ok, reason = verdict.ok, verdict.reason
-            except Exception as e:  # noqa: BLE001
-                ok, reason = False, f"restart failed: {e}"
+            verdict, reason = await restart_and_verify(
+                controller, spec, timeout_s=timeout_s, log_store=log_store
+            )
+            ok = verdict is not None and verdict.ok
             load_s = round(time.monotonic() - t_load, 2)
             if not ok:
                 status = "oom" if (reason or "").startswith("oom") else "failed"
@@ -367,23 +356,16 @@ async def run_sweep(
     elif restore:
         final = original
     if final is not None:
-        seq0 = log_store.last_seq
-        try:
-            if final is original and had_drop_in is False and hasattr(controller, "revert"):
-                await controller.revert()
-            else:
-                await controller.restart(final)
-            v = await verify_restart(
-                controller,
-                health_url=final.url + "/health",
-                timeout_s=timeout_s,
-                log_store=log_store,
-                seq0=seq0,
-                t0=time.time(),
-            )
-            done = v.ok
-        except Exception:  # noqa: BLE001
-            done = False
+        revert = final is original and had_drop_in is False and hasattr(controller, "revert")
+        v, _ = await restart_and_verify(
+            controller,
+            final,
+            timeout_s=timeout_s,
+            log_store=log_store,
+            check_layers=False,
+            restart=controller.revert if revert else None,  # type: ignore[attr-defined]
+        )
+        done = v is not None and v.ok
         if final is original:
             result.restored = done
         else:

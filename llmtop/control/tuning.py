@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -364,6 +364,39 @@ def _server_vram(gpu_monitor: Any) -> tuple[int | None, bool]:
 # Apply
 
 
+async def restart_and_verify(
+    controller: Controller,
+    spec: LaunchSpec,
+    *,
+    timeout_s: float,
+    log_store: LogStore,
+    health_url: str | None = None,
+    gpu_monitor: Any | None = None,
+    check_layers: bool = True,
+    restart: Callable[[], Awaitable[Any]] | None = None,
+) -> tuple[_Verdict | None, str | None]:
+    """Restart with *spec* (or run *restart* instead, e.g. a unit revert) and verify it.
+
+    Returns (verdict, reason); (None, reason) when the restart itself raised."""
+    seq = log_store.last_seq
+    try:
+        await (restart() if restart is not None else controller.restart(spec))
+        v = await verify_restart(
+            controller,
+            health_url=health_url or spec.url + "/health",
+            timeout_s=timeout_s,
+            log_store=log_store,
+            seq0=seq,
+            t0=time.time(),
+            expected_gpu_layers=spec.gpu_layers if check_layers else None,
+            gpu_monitor=gpu_monitor,
+            spec=spec,
+        )
+    except Exception as e:  # noqa: BLE001 - any failure to restart is a failed step
+        return None, f"restart failed: {e}"
+    return v, v.reason
+
+
 async def apply_with_rollback(
     controller: Controller,
     new_spec: LaunchSpec,
@@ -405,26 +438,17 @@ async def apply_with_rollback(
             change_log.add(rec)
         return rec
 
-    async def restart_and_verify(spec: LaunchSpec) -> tuple[_Verdict | None, str | None]:
-        seq = log_store.last_seq
-        try:
-            await controller.restart(spec)
-            v = await verify_restart(
-                controller,
-                health_url=health_url,
-                timeout_s=timeout_s,
-                log_store=log_store,
-                seq0=seq,
-                t0=time.time(),
-                expected_gpu_layers=spec.gpu_layers,
-                gpu_monitor=gpu_monitor,
-                spec=spec,
-            )
-        except Exception as e:  # noqa: BLE001 - any failure to apply leads to the rollback
-            return None, f"restart failed: {e}"
-        return v, v.reason
+    async def apply(spec: LaunchSpec) -> tuple[_Verdict | None, str | None]:
+        return await restart_and_verify(
+            controller,
+            spec,
+            health_url=health_url,
+            timeout_s=timeout_s,
+            log_store=log_store,
+            gpu_monitor=gpu_monitor,
+        )
 
-    verdict, reason = await restart_and_verify(new_spec)
+    verdict, reason = await apply(new_spec)
     if verdict is not None and verdict.ok:
         if change_log is not None:
             change_log.known_good = new_spec
@@ -432,7 +456,7 @@ async def apply_with_rollback(
         return record("applied", None, verdict)
 
     log_store.note("tuning", f"rolling back: {reason}", "warning")
-    back, back_reason = await restart_and_verify(good)
+    back, back_reason = await apply(good)
     if back is not None and back.ok:
         log_store.note(
             "tuning", f"rolled back to the last known-good arguments ({reason})", "warning"
