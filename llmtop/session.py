@@ -95,6 +95,14 @@ class Session:
             self.mode, self.url, self.pid_hint = "attach", target.url.rstrip("/"), target.pid
         self.candidates = []
 
+    def pick(self, target: DiscoveredTarget) -> None:
+        """The operator's choice from the pick list, with its collector built now.
+
+        Blocking for a unit (one `systemctl show`): the UI calls it off its event loop."""
+        self.choose(target)
+        if self.collector is None and self.url is not None:
+            self.attach(self.url, pid_hint=self.pid_hint)
+
     def use_unit(
         self,
         name: str,
@@ -132,18 +140,7 @@ class Session:
             self.attach(self.url)
 
     def attach(self, url: str, *, pid_hint: int | None = None) -> None:
-        """Point the session at *url* (attach mode), building the HTTP client and collector.
-
-        When *url* and *pid_hint* are a discovered unit's (the pick list hands them over this
-        way), the session switches to that unit's mode instead.
-        """
-        if self.mode == "none":
-            for target in self.candidates:
-                if target.url == url.rstrip("/") and target.pid == pid_hint:
-                    self.choose(target)
-                    if self.collector is None and self.url is not None:
-                        self.attach(self.url, pid_hint=self.pid_hint)
-                    return
+        """Point the session at *url* (attach mode), building the HTTP client and collector."""
         self.url = url.rstrip("/")
         self.pid_hint = pid_hint
         if self.mode == "none":

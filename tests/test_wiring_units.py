@@ -111,7 +111,7 @@ out = dict(mode=s.mode, url=s.url, unit=getattr(s.controller, "name", None),
            processes=[srv.pid for srv in discover_servers()])
 if s.candidates:  # what the pick list does with the operator's choice
     t = s.candidates[int(sys.argv[1])]
-    s.attach(t.url, pid_hint=t.pid)
+    s.pick(t)
     out["picked"] = dict(mode=s.mode, url=s.url, unit=getattr(s.controller, "name", None),
                          followers=len(s.log_followers), collector=s.collector is not None)
 print(json.dumps(out))

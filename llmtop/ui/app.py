@@ -336,8 +336,16 @@ class LlmtopApp(App[None]):
         if target is None:
             self.exit()
             return
-        self.session.attach(target.url, pid_hint=target.pid)
-        self.run_worker(self._start_session(), group="session", exit_on_error=False)
+        self.run_worker(self._pick_and_start(target), group="session", exit_on_error=False)
+
+    async def _pick_and_start(self, target: Any) -> None:
+        # A unit is read with systemctl: keep that off the event loop.
+        try:
+            await asyncio.to_thread(self.session.pick, target)
+        except Exception as exc:  # noqa: BLE001 - shown to the operator
+            self.notify(f"could not open {target.label or target.url}: {exc}", severity="error")
+            return
+        await self._start_session()
 
     async def _start_session(self) -> None:
         try:
