@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from llmtop.sources.llama_http import describe_transport_error
-from llmtop.sources.raw_http import RawHTTPError, post_stream
+from llmtop.sources.raw_http import RawHTTPError, request
 
 MAX_N_PREDICT = 100_000
 MAX_TEMPERATURE = 10.0
@@ -287,7 +287,8 @@ async def _via_raw(
     stream: _Stream,
     sent: list[int],
 ) -> int:
-    response = await post_stream(
+    response = await request(
+        "POST",
         url,
         "/completion",
         payload,

@@ -101,29 +101,6 @@ class RawResponse:
             self._writer.close()
 
 
-async def post_stream(
-    url: str,
-    path: str,
-    body: bytes,
-    headers: dict[str, str],
-    *,
-    timeout_s: float = 60.0,
-    connect_timeout_s: float = 5.0,
-    on_sent: list[int] | None = None,
-) -> RawResponse:
-    """Connect, POST, read the status line and headers. `on_sent` gets the send time (ns)."""
-    return await request(
-        "POST",
-        url,
-        path,
-        body,
-        headers,
-        timeout_s=timeout_s,
-        connect_timeout_s=connect_timeout_s,
-        on_sent=on_sent,
-    )
-
-
 async def get(
     url: str, path: str, headers: dict[str, str], *, timeout_s: float = 2.0
 ) -> tuple[int, dict[str, str], bytes, float]:
