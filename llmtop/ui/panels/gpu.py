@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+from llmtop.diagnosis.alerts import server_gpu_memory
 from llmtop.snapshot import GpuSample, Snapshot
 from llmtop.ui.format import DASH, fmt_bytes
 from llmtop.ui.panels.base import SnapshotPanel
@@ -116,24 +117,6 @@ def gpu_card(g: GpuSample, server_bytes: int | None) -> list[str]:
     return lines
 
 
-def server_bytes_by_gpu(snapshot: Snapshot) -> dict[int, int | None]:
-    """The server's VRAM per GPU: the sampler's figure, else the process list by the server PID."""
-    pids = {
-        p
-        for p in (snapshot.server.pid, snapshot.host.process.pid if snapshot.host.process else None)
-        if p
-    }
-    out: dict[int, int | None] = {}
-    for g in snapshot.gpus:
-        if g.server_memory_bytes is not None:
-            out[g.index] = g.server_memory_bytes
-        elif g.processes is not None and pids:
-            out[g.index] = sum(p.used_memory_bytes or 0 for p in g.processes if p.pid in pids)
-        else:
-            out[g.index] = None
-    return out
-
-
 class GpuPanel(SnapshotPanel):
     """One card per GPU, or `snapshot.gpu_note` in one line when there are none."""
 
@@ -150,7 +133,7 @@ class GpuPanel(SnapshotPanel):
         lines: list[str] = []
         if note:
             lines.append(f"[reverse yellow] {escape(note)} [/]")
-        server = server_bytes_by_gpu(snapshot)
+        server = server_gpu_memory(snapshot)
         for g in snapshot.gpus:
             if lines:
                 lines.append("")
