@@ -17,6 +17,7 @@ import signal
 import sys
 from typing import Any
 
+from llmtop.commands.common import resolve_api_key
 from llmtop.config import ConfigError, add_threshold_arguments, thresholds_from_args
 from llmtop.session import (
     DiscoveredTarget,
@@ -25,8 +26,6 @@ from llmtop.session import (
     make_alert_engine,
     make_gpu_monitor,
 )
-
-API_KEY_ENVS = ("LLMTOP_API_KEY", "LLAMA_API_KEY")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,15 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit", metavar="NAME", help="watch and control a systemd unit")
     parser.add_argument("--user", action="store_true", help="--unit is a user unit")
     add_threshold_arguments(parser)
-
-
-def resolve_api_key(args: argparse.Namespace) -> str | None:
-    if getattr(args, "api_key", None):
-        return str(args.api_key)
-    for name in API_KEY_ENVS:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
 
 
 def build_session(

@@ -12,12 +12,12 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import sys
 from typing import Any
 
 import httpx
 
+from llmtop.commands.common import resolve_api_key
 from llmtop.sources.probe import ProbeResult, run_probe, summarize, validate_probe_input
 
 DEFAULT_PROMPT = "Write a short paragraph about the sea."
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         print("llmtop probe: --repeat must be at least 1", file=sys.stderr)
         return 2
-    api_key = args.api_key or os.environ.get("LLMTOP_API_KEY") or os.environ.get("LLAMA_API_KEY")
+    api_key = resolve_api_key(args)
     results = asyncio.run(
         probe_many(
             args.url.rstrip("/"),

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
 from llmtop.collector import Collector
+from llmtop.commands.common import resolve_api_key
 from llmtop.config import ConfigError, add_threshold_arguments, thresholds_from_args
 from llmtop.snapshot import Snapshot, to_json_dict
 from llmtop.sources.llama_http import LlamaClient
@@ -44,15 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_threshold_arguments(parser)
 
 
-def api_key_from(args: argparse.Namespace) -> str | None:
-    return (
-        getattr(args, "api_key", None)
-        or os.environ.get("LLMTOP_API_KEY")
-        or os.environ.get("LLAMA_API_KEY")
-        or None
-    )
-
-
 def resolve_target(url: str | None) -> tuple[str, int | None]:
     """(url, pid or None): the given URL, else the first discovered local server, else :8080."""
     if url:
@@ -78,7 +69,7 @@ def build_collector(args: argparse.Namespace) -> Collector:
     from llmtop.commands.unit import build_unit_parts  # --unit NAME [--user] (issue 4)
 
     unit_monitor = build_unit_parts(args)
-    api_key = api_key_from(args)
+    api_key = resolve_api_key(args)
     unit_spec = unit_monitor.spec if unit_monitor is not None else None
     if unit_monitor is not None and unit_spec is not None and not getattr(args, "url", None):
         url = unit_spec.url
