@@ -1,6 +1,8 @@
 """A fault-injecting HTTP proxy in front of a real llama-server — ONLY for the faults a real
 llama-server cannot produce on demand: a server that accepts the connection and never answers
-(hang), a 200 whose body is malformed JSON, and an HTTP 500. Everything else (unreachable,
+(hang), a 200 whose body is malformed JSON, an HTTP 500, and a kept-alive connection closed
+right after an answer (drop: cpp-httplib does that only after its keep-alive count or idle
+timeout, never on demand). Everything else (unreachable,
 SIGKILL, 503 while loading, 401 wrong key, 501 for --no-slots or /metrics without --metrics,
 restart) is tested against the real llama-server itself.
 
@@ -16,7 +18,7 @@ from typing import Literal
 
 import httpx
 
-Fault = Literal["hang", "malformed", "500"]
+Fault = Literal["hang", "malformed", "500", "drop"]
 
 HOP_HEADERS = {
     "connection",
@@ -116,6 +118,8 @@ class FaultServer:
             return  # upstream down: drop the connection like a dead server would
         extra = {k: v for k, v in r.headers.items() if k.lower() not in HOP_HEADERS}
         self._send(h, r.status_code, r.content, r.headers.get("content-type"), extra)
+        if fault == "drop":
+            h.close_connection = True  # no "Connection: close" said: the client finds out
 
     @staticmethod
     def _send(

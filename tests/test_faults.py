@@ -205,3 +205,33 @@ async def test_one_hanging_endpoint_is_named_and_the_rest_still_shows(llama_serv
             fs.set_fault(None)
             ok = await poll_until(client, lambda s: len(s.slots) == 1)
     assert ok.problems == ()
+
+
+@pytest.mark.real_server
+async def test_a_dropped_kept_alive_connection_is_asked_again(llama_server) -> None:
+    """The poll asks its endpoints over one kept-alive connection; a server that closes it after
+    an answer (without saying so) must not turn into "connection closed" on the dashboard."""
+    with FaultServer(upstream=llama_server.url, fault="drop") as fs:
+        async with LlamaClient(fs.url) as client:
+            s = await asyncio.wait_for(client.poll(), GENEROUS_S)
+        asked = list(fs.requests)
+    assert s.health == "ok" and s.problems == ()
+    assert len(s.slots) == 1 and client.last_metrics is not None
+    for path in ("/health", "/props", "/v1/models", "/slots", "/metrics"):
+        assert asked.count(f"GET {path}") == 1, asked  # each asked once, none lost
+
+
+async def test_quitting_while_the_server_hangs_does_not_wait_for_the_timeout() -> None:
+    """Closing the client (what quitting llmtop does) ends a poll stuck on a hung server at
+    once, instead of leaving a thread waiting out a long timeout before llmtop can exit."""
+    with FaultServer(fault="hang") as fs:
+        client = LlamaClient(fs.url, timeout_s=60.0)
+        task = asyncio.ensure_future(client.poll())
+        while not fs.requests:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await client.aclose()
+        s = await asyncio.wait_for(task, GENEROUS_S)
+        took = time.monotonic() - started
+    assert s.health == "unreachable" and "cancelled" in s.detail
+    assert took < GENEROUS_S / 2  # nowhere near the 60 s timeout

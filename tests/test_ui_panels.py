@@ -327,3 +327,42 @@ async def test_screenshot_keeps_spaces_between_coloured_words() -> None:
     for words in ("● ok  http://", "processing  ctx", "ms  ITL p50", "°C SM"):
         assert words in text
     assert not [b for b in bad if any(w in b for w in ("http://", "ctx", "ITL", "SM ", "prompt"))]
+
+
+def _host_rows(app: LlmtopApp) -> list[str]:
+    return [line for line in screen_text(app).splitlines() if "RAM " in line or "up " in line]
+
+
+async def test_a_tick_repaints_changed_lines_and_a_theme_change_repaints_all() -> None:
+    """Each panel line is cached and only changed lines are rendered again (idle CPU budget):
+    the new values must still reach the screen, unchanged lines must stay, and a theme change
+    must repaint every line in the new colours."""
+    app = sample_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await load_sample(app, pilot)
+        first = sample_snapshot()
+        host = first.host
+        assert host.process is not None
+        later = dataclasses.replace(
+            first,
+            time=first.time + 1,
+            host=dataclasses.replace(
+                host,
+                memory_used_bytes=20_480 << 20,
+                process=dataclasses.replace(host.process, uptime_s=7_325.0),
+            ),
+        )
+        await _inject(app, pilot, later)
+        text = screen_text(app)
+        assert "RAM      20.0 GiB / 62.7 GiB (32 %)" in text
+        assert "up 2h02m" in text
+        assert "load     1.21  1.05  0.98" in text  # an unchanged line is still there
+        assert "pid 4242" in text and "RSS 1.4 GiB" in text
+
+        panel = app.query_one("#host")
+        before = {s.style for s in panel.render_line(1)}  # the RAM line
+        app.theme = "textual-light" if app.theme != "textual-light" else "nord"
+        await pilot.pause()
+        after = {s.style for s in panel.render_line(1)}
+        assert before != after  # rendered again in the new theme's colours
+        assert "RAM      20.0 GiB / 62.7 GiB (32 %)" in screen_text(app)

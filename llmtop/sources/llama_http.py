@@ -226,6 +226,7 @@ class LlamaClient:
         self.last_metrics: dict[str, float] | None = None
         self.last_metrics_time: float | None = None
         self.polls = 0
+        self._in_flight: set[raw_http.Abort] = set()  # polls running in a thread now
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -257,6 +258,8 @@ class LlamaClient:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     async def aclose(self) -> None:
+        for abort in list(self._in_flight):
+            abort.abort()  # a poll stuck on a hung server ends now, not after its timeout
         if self._http is not None:
             await self._http.aclose()
 
@@ -268,33 +271,25 @@ class LlamaClient:
 
     # -- one request ------------------------------------------------------------------------
     async def _get(self, path: str, *, auth: bool = True) -> _Reply:
+        """One GET through httpx (https, or `use_httpx`); the poll's plain-http GETs go through
+        `raw_http.get_sequence` (`_get_sequence`)."""
         headers = self.auth_headers() if auth else {}
         try:
-            if self._raw:
-                status, hdrs, body, at = await raw_http.get(
-                    self.url, path, headers, timeout_s=self.timeout_s
-                )
-                reply = _Reply(status, hdrs, body.decode("utf-8", errors="replace"), at)
-            else:
-                r = await self.http.get(self.url + path, headers=headers)
-                reply = _Reply(
-                    r.status_code,
-                    {k.lower(): v for k, v in r.headers.items()},
-                    r.text,
-                    time.monotonic(),
-                )
-        except raw_http.RawHTTPError as exc:
-            words = str(exc)
-            kind = "timeout" if words.startswith("timed out") else "unreachable"
-            raise ProbeError(kind, f"{path}: {words}" if path != "/health" else words) from None
+            r = await self.http.get(self.url + path, headers=headers)
         except Exception as exc:
             if not _is_transport_error(exc):
                 raise
             kind, words = describe_transport_error(exc, self.timeout_s)
             raise ProbeError(kind, f"{path}: {words}" if path != "/health" else words) from None
-        if reply.status_code == 200:
-            return reply
-        r = reply
+        reply = _Reply(
+            r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.text, time.monotonic()
+        )
+        return self._check(path, reply)
+
+    def _check(self, path: str, r: _Reply) -> _Reply:
+        """The reply if it is a 200, else the ProbeError that says what is wrong, in words."""
+        if r.status_code == 200:
+            return r
         msg = error_message(r.text)
         if r.status_code == 401:
             raise ProbeError("unauthorized", UNAUTHORIZED_DETAIL, 401)
@@ -311,12 +306,48 @@ class LlamaClient:
             words += " — is this a llama-server?"
         raise ProbeError("error", words, r.status_code)
 
-    async def _get_json(self, path: str, *, auth: bool = True) -> Any:
-        reply = await self._get(path, auth=auth)
+    @staticmethod
+    def _json(path: str, reply: _Reply) -> Any:
         try:
             return json.loads(reply.text)
         except ValueError:
             raise ProbeError("error", f"malformed JSON from {path}", reply.status_code) from None
+
+    async def _get_json(self, path: str, *, auth: bool = True) -> Any:
+        return self._json(path, await self._get(path, auth=auth))
+
+    async def _get_sequence(self, paths: list[str]) -> list[Any]:
+        """GET *paths* in a row over one connection in a thread (raw_http.get_sequence); each
+        result is the parsed JSON (the text for /metrics) or the ProbeError for that path."""
+        key = self.auth_headers()
+        asks = [(p, {} if p == "/health" else key) for p in paths]
+        abort = raw_http.Abort()
+        self._in_flight.add(abort)
+        try:
+            answers = await asyncio.to_thread(
+                raw_http.get_sequence, self.url, asks, timeout_s=self.timeout_s, abort=abort
+            )
+        except asyncio.CancelledError:
+            abort.abort()  # the thread gives up at once instead of waiting out its timeout
+            raise
+        finally:
+            self._in_flight.discard(abort)
+        out: list[Any] = []
+        for path, answer in zip(paths, answers, strict=True):
+            if isinstance(answer, raw_http.RawHTTPError):
+                words = str(answer)
+                kind = "timeout" if words.startswith("timed out") else "unreachable"
+                where = f"{path}: {words}" if path != "/health" else words
+                out.append(ProbeError(kind, where))
+                continue
+            status, hdrs, body, at = answer
+            reply = _Reply(status, hdrs, body.decode("utf-8", errors="replace"), at)
+            try:
+                checked = self._check(path, reply)
+                out.append(checked if path == "/metrics" else self._json(path, checked))
+            except ProbeError as exc:
+                out.append(exc)
+        return out
 
     # -- the poll ---------------------------------------------------------------------------
     def _due(self, path: str, now: float) -> bool:
@@ -330,17 +361,26 @@ class LlamaClient:
         want_slots = self._due("/slots", now)
         want_metrics = self._due("/metrics", now)
 
-        async def skip() -> None:
-            return None
+        wanted = ["/health", "/props", "/v1/models", "/slots", "/metrics"]
+        asked = [True, want_props, want_props, want_slots, want_metrics]
+        results: list[Any]
+        if self._raw:
+            paths = [p for p, want in zip(wanted, asked, strict=True) if want]
+            got = iter(await self._get_sequence(paths))
+            results = [next(got) if want else None for want in asked]
+        else:
 
-        results = await asyncio.gather(
-            self._get_json("/health", auth=False),
-            self._get_json("/props") if want_props else skip(),
-            self._get_json("/v1/models") if want_props else skip(),
-            self._get_json("/slots") if want_slots else skip(),
-            self._get("/metrics") if want_metrics else skip(),
-            return_exceptions=True,
-        )
+            async def skip() -> None:
+                return None
+
+            results = await asyncio.gather(
+                self._get_json("/health", auth=False),
+                self._get_json("/props") if want_props else skip(),
+                self._get_json("/v1/models") if want_props else skip(),
+                self._get_json("/slots") if want_slots else skip(),
+                self._get("/metrics") if want_metrics else skip(),
+                return_exceptions=True,
+            )
         for r in results:
             if isinstance(r, asyncio.CancelledError):
                 raise r

@@ -1,52 +1,95 @@
-"""Base for snapshot panels: a Static that re-renders only when its text changed."""
+"""Base for snapshot panels: a Static that re-renders only the lines whose text changed."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.geometry import Region
-from textual.visual import visualize
+from textual.strip import Strip
+from textual.visual import Visual, visualize
 from textual.widgets import Static
 
 from llmtop.snapshot import Snapshot
 from llmtop.ui.format import keep_gaps
 
 
-def repaint_lines(widget: Static, text: Text, old: str | None, markup: str) -> None:
-    """Show *text* on *widget*, repainting only the lines whose markup changed.
-
-    An idle server changes a few numbers a second: repainting those lines (not the whole panel,
-    and with no relayout unless the line count changed) is most of the idle CPU budget."""
-    width = widget.content_size.width
-    if old is None or not width or not widget.is_mounted or old.count("\n") != markup.count("\n"):
-        widget.update(text, layout=old is None or old.count("\n") != markup.count("\n"))
-        return
-    changed = [
-        Region(0, y, width, 1)
-        for y, (a, b) in enumerate(zip(old.split("\n"), markup.split("\n"), strict=True))
-        if a != b
-    ]
-    # Static.update without its whole-widget refresh (same two fields it sets).
-    widget._Static__content = text  # type: ignore[attr-defined]
-    widget._Static__visual = visualize(widget, text, markup=False)  # type: ignore[attr-defined]
-    widget.refresh(*changed)
+def line_text(markup: str) -> Text:
+    """One line (or several) of panel markup as it is shown: no wrap, "…" where cut."""
+    text = keep_gaps(Text.from_markup(markup, overflow="ellipsis"))
+    text.no_wrap = True
+    return text
 
 
 class SnapshotPanel(Static):
-    """`show(snapshot)` computes the panel's text; `update` runs only when it differs."""
+    """`show(snapshot)` computes the panel's markup; `set_text` repaints only what changed.
+
+    An idle server changes a few numbers a second. Static renders the whole panel again for any
+    change (Visual.to_strips of every line); here each line's strip is cached and only the lines
+    whose markup changed are rendered and repainted, with no relayout unless the line count
+    changed. That was most of the idle dashboard's CPU budget."""
+
+    LINE_CACHE = True
+    """False for a panel that wraps its text (it renders as a plain Static)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._last: str | None = None
         self._snapshot: Snapshot | None = None
+        self._lines: list[str] = []
+        self._strips: dict[int, Strip] = {}
+        self._strips_width = -1
+        self._own_dirty: set[Region] = set()
 
     def set_text(self, markup: str) -> None:
         if markup == self._last:
             return
-        old = self._last
+        old_lines = self._lines
         self._last = markup
-        text = keep_gaps(Text.from_markup(markup, overflow="ellipsis"))
-        text.no_wrap = True
-        repaint_lines(self, text, old, markup)
+        self._lines = markup.split("\n")
+        width = self.content_size.width
+        if (
+            not self.LINE_CACHE
+            or len(old_lines) != len(self._lines)
+            or not width
+            or not self.is_mounted
+        ):
+            self._strips.clear()
+            self.update(line_text(markup), layout=len(old_lines) != len(self._lines))
+            return
+        pairs = enumerate(zip(old_lines, self._lines, strict=True))
+        changed = [Region(0, y, width, 1) for y, (a, b) in pairs if a != b]
+        for region in changed:
+            self._strips.pop(region.y, None)
+        # What Static.update sets, without its whole-widget refresh; the visual (used only to
+        # measure the panel for layout) is made again when asked for.
+        self._Static__content = line_text(markup)  # type: ignore[attr-defined]
+        self._Static__visual = None  # type: ignore[attr-defined]
+        offset = self.content_offset
+        self._own_dirty.update(region.translate(offset) for region in changed)
+        self.refresh(*changed)
+
+    def render_line(self, y: int) -> Strip:
+        if not self.LINE_CACHE:
+            return super().render_line(y)
+        width = self.size.width
+        if self._dirty_regions:
+            # Our own partial refreshes mark single lines; anything else (a style, theme or
+            # size change, an update) marks the whole widget: render every line again then.
+            if not self._dirty_regions <= self._own_dirty:
+                self._strips.clear()
+            self._dirty_regions.clear()
+            self._own_dirty.clear()
+        if width != self._strips_width:
+            self._strips.clear()
+            self._strips_width = width
+        strip = self._strips.get(y)
+        if strip is None:
+            if y >= len(self._lines):
+                return Strip.blank(width, self.visual_style.rich_style)
+            visual = visualize(self, line_text(self._lines[y]), markup=False)
+            strips = Visual.to_strips(self, visual, width, 1, self.visual_style)
+            strip = strips[0] if strips else Strip.blank(width, self.visual_style.rich_style)
+            self._strips[y] = strip
+        return strip
 
     def remember(self, snapshot: Snapshot) -> None:
         """Keep the snapshot so a resize can redraw width-dependent parts (sparklines)."""

@@ -128,6 +128,8 @@ def uptime_words(seconds: float | None) -> str:
 class FailureBox(SnapshotPanel):
     """Full width, wrapped: why the supervised server failed (its own last error lines)."""
 
+    LINE_CACHE = False
+
     def show(self, snapshot: Snapshot) -> None:
         sup = snapshot.supervisor
         failed = sup is not None and sup.state in ("failed", "exited", "restarting")
