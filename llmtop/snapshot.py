@@ -149,7 +149,9 @@ class ThermalEvent:
     time: float
     gpu_index: int
     kind: str  # throttle_start | throttle_end | …
-    message: str  # "14:02:11 HW thermal slowdown started — 87 °C, SM 1980→1410 MHz; gen 52→38 tok/s"
+    message: (
+        str  # "14:02:11 HW thermal slowdown started — 87 °C, SM 1980→1410 MHz; gen 52→38 tok/s"
+    )
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,9 @@ class ThermalReport:
     """Verdict over a window: what limited the GPU, for how long, and what it cost."""
 
     window_s: float
-    verdict: str | None = None  # "thermal (HW slowdown) 31 % of the last 5 min; decode −24 % while throttled"
+    verdict: str | None = (
+        None  # "thermal (HW slowdown) 31 % of the last 5 min; decode −24 % while throttled"
+    )
     throttled_percent: float | None = None
     decode_change_percent: float | None = None
     events: tuple[ThermalEvent, ...] = ()
