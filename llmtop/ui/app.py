@@ -28,6 +28,7 @@ from textual.widgets import Footer, Input, Static, Tab, Tabs, TextArea
 
 from llmtop.session import Session
 from llmtop.snapshot import Snapshot
+from llmtop.ui import partial_render
 from llmtop.ui.format import keep_gaps, model_name
 from llmtop.ui.panels.alerts import AlertsStrip
 from llmtop.ui.panels.gpu import GpuPanel
@@ -202,6 +203,8 @@ class LlmtopApp(App[None]):
         auto_collect: bool = True,
     ) -> None:
         super().__init__()
+        # Partial repaints render only the changed rows (see partial_render: idle CPU budget).
+        partial_render.install()
         # No animations (tab underline slides, smooth scrolling): over SSH every animation frame
         # is a repaint, and a key press must repaint at once.
         self.animation_level = "none"

@@ -99,7 +99,7 @@ def keep_gaps(text: Text) -> Text:
     return text
 
 
-_GAP = Style(dim=True)
+_GAP = Style(dim=True, italic=False)  # a style no markup here uses: never merged with a neighbour
 
 
 def _reversed(span: Span) -> bool:
