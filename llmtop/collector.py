@@ -93,14 +93,10 @@ class Collector:
         return None
 
     def _lookup_pid(self) -> int | None:
-        """The pid listening on the server's port (cached; re-looked up when it goes away)."""
-        import psutil
-
+        """The pid listening on the server's port (cached; looked up again, at most every
+        PID_LOOKUP_RETRY_S, when none is known)."""
         if self._found_pid is not None:
-            if psutil.pid_exists(self._found_pid):
-                return self._found_pid
-            self._found_pid = None  # it went away: look again now
-            self._pid_lookup_at = float("-inf")
+            return self._found_pid
         now = time.monotonic()
         if now - self._pid_lookup_at < PID_LOOKUP_RETRY_S:
             return None
@@ -109,11 +105,20 @@ class Collector:
         return self._found_pid
 
     def _host(self, pid: int | None, look_up: bool) -> tuple[HostStats, int | None]:
-        import psutil
-
-        if look_up and (pid is None or not psutil.pid_exists(pid)):
-            pid = self._lookup_pid()  # nothing known, or the hinted process is gone
-        return self._sampler.host(pid), pid
+        if look_up and pid is None:
+            pid = self._lookup_pid()
+        host = self._sampler.host(pid)
+        if look_up and pid is not None and host.process is None:
+            # the process went away (the hinted one, or the one found on the port): look for
+            # the server's process again now, and show it on this tick if it is there
+            if pid == self.pid_hint:
+                self.pid_hint = None
+            self._found_pid = None
+            self._pid_lookup_at = float("-inf")
+            pid = self._lookup_pid()
+            if pid is not None:
+                host = self._sampler.host(pid)
+        return host, pid
 
     # -- the tick ------------------------------------------------------------------------
     async def _collect(self) -> Snapshot:

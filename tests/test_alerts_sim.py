@@ -114,3 +114,28 @@ def test_cool_gpu_no_alerts_and_clean_verdict(nvml_sim: Callable[..., SimGpus]) 
     report = play.last_report  # type: ignore[attr-defined]
     assert report.verdict == "not throttled in the last 2 min"
     assert report.events == ()
+
+
+def test_thermal_verdict_follows_a_throttle_at_once(nvml_sim: Callable[..., SimGpus]) -> None:
+    """A quiet window's verdict is made again only every few seconds (it reads the whole
+    window), but a throttle shows in it, and in the event list, on the tick it happens."""
+    from llmtop.diagnosis.alerts import THERMAL_REPORT_S
+
+    sim = nvml_sim(scenario(thermal_ramp_gpu()))
+    engine = AlertEngine()
+    reports = {}
+    for t in range(0, 100):
+        reading = sim.at(t)
+        snap = Snapshot(
+            time=sim.now(), server=ServerStatus(url="http://127.0.0.1:1"), gpus=reading.samples
+        )
+        engine.evaluate(snap)
+        reports[t] = engine.thermal(snap)
+    # quiet: at most THERMAL_REPORT_S old
+    spans = {r.verdict for t, r in reports.items() if 60 <= t < 90 and r is not None}
+    assert len(spans) >= 30 / THERMAL_REPORT_S  # "…in the last 1m05s", "…1m10s", …
+    assert reports[89] is not None and reports[89].verdict.startswith("not throttled")
+    # SW slowdown from 90 s: the event at once, the share from the next tick on, every tick
+    assert any("SW thermal slowdown started" in e.message for e in reports[90].events)
+    shares = [reports[t].throttled_percent for t in range(91, 100)]
+    assert all(b > a > 0 for a, b in zip(shares, shares[1:], strict=False)), shares

@@ -6,10 +6,13 @@ PID goes into the scenario's process list, its environment is read from /proc.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +51,39 @@ def test_server_vram_matched_by_pid_and_visible_devices(
     assert gpu1.server_memory_bytes == SERVER_BYTES  # the other process is not counted
     assert gpu0.server_memory_bytes == 0
     assert {p.pid for p in gpu1.processes or ()} == {999_999, srv.pid}
+
+
+def test_memory_of_the_servers_child_processes_counts_as_the_servers(
+    nvml_sim: Callable[..., SimGpus], tmp_path: Path
+) -> None:
+    """A server started through a wrapper (the wrapper's child holds the VRAM) still shows its
+    VRAM; an unrelated process does not. Real processes: a shell whose grandchild sleeps."""
+    wrapper = subprocess.Popen(
+        ["/bin/sh", "-c", f"/bin/sh -c 'sleep 60 & echo $! > {tmp_path}/pid; wait'; :"]
+    )
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        pid_file = tmp_path / "pid"
+        for _ in range(500):
+            if pid_file.exists() and pid_file.read_text().strip():
+                break
+            time.sleep(0.01)
+        grandchild = int(pid_file.read_text())
+        procs = [
+            {"pid": grandchild, "used_memory_bytes": 6 * GiB},
+            {"pid": stranger.pid, "used_memory_bytes": 1 * GiB},
+        ]
+        sim = nvml_sim(scenario(datacenter_gpu(processes=procs)))
+        sim.monitor.set_server(wrapper.pid)
+        (gpu,) = sim.at(1).samples
+        assert gpu.server_memory_bytes == 6 * GiB
+    finally:
+        for proc in (stranger, wrapper):
+            proc.kill()
+            proc.wait(10)
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 async def test_cpu_fallback_alert_through_the_collector(

@@ -362,6 +362,8 @@ async def test_a_tick_repaints_changed_lines_and_a_theme_change_repaints_all() -
         assert "pid 4242" in text and "RSS 1.4 GiB" in text
 
         panel = app.query_one("#host")
+        # what a relayout measures is the new text, not the first one
+        assert "RAM      20.0 GiB / 62.7 GiB (32 %)" in panel.visual.plain
         before = {s.style for s in panel.render_line(1)}  # the RAM line
         app.theme = "textual-light" if app.theme != "textual-light" else "nord"
         await pilot.pause()

@@ -72,6 +72,9 @@ def spec_from_snapshot(snapshot: Snapshot) -> Any | None:
     return None
 
 
+THERMAL_REPORT_S = 5.0  # a "not throttled" verdict is at most this old
+
+
 class AlertEngine:
     """Keeps per-condition state between ticks so alerts rise and clear with hysteresis."""
 
@@ -84,6 +87,9 @@ class AlertEngine:
         self._active: dict[tuple[str, int], Alert] = {}
         self._pending: dict[tuple[str, int], float] = {}
         self._fed_time: float | None = None
+        self._report: ThermalReport | None = None
+        self._report_key: tuple[object, ...] | None = None
+        self._report_at = float("-inf")
 
     def set_spec(self, spec: Any | None) -> None:
         """The server's LaunchSpec (child or unit), for the CPU-fallback check."""
@@ -132,7 +138,21 @@ class AlertEngine:
         if not snapshot.gpus:
             return None
         used = [g.index for g in snapshot.gpus if g.used_by_server and not g.lost]
-        return self.tracker.report(snapshot.time, self.thresholds.thermal_window_s, used or None)
+        # The window is minutes long and each report reads all of it (8 GPUs × 300 points).
+        # With no throttling anywhere in the window the verdict only says so ("not throttled
+        # in the last 4m10s"): then it is made again every few seconds; else on every tick.
+        window = self.thresholds.thermal_window_s
+        key = (tuple(used), self.tracker.events_seen)
+        now = snapshot.time
+        quiet = now - self.tracker.last_limited_at > window
+        if (
+            not quiet
+            or key != self._report_key
+            or not 0 <= now - self._report_at < THERMAL_REPORT_S
+        ):
+            self._report = self.tracker.report(now, window, used or None)
+            self._report_key, self._report_at = key, now
+        return self._report
 
     # ------------------------------------------------------------------ checks
     def _feed(self, snapshot: Snapshot) -> None:

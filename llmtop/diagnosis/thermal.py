@@ -174,6 +174,8 @@ class ThermalTracker:
         self.maxlen = maxlen
         self.points: dict[int, deque[ThermalPoint]] = {}
         self.events: deque[ThermalEvent] = deque(maxlen=MAX_EVENTS)
+        self.events_seen = 0  # every event ever added (the deque keeps the last MAX_EVENTS)
+        self.last_limited_at = float("-inf")  # the last point with a limiting reason (any GPU)
         self._state: dict[int, _GpuState] = {}
 
     def add(self, p: ThermalPoint) -> list[ThermalEvent]:
@@ -187,6 +189,8 @@ class ThermalTracker:
         if p.reasons is None:
             return new
         active = limiting_reasons(p.reasons)
+        if active:
+            self.last_limited_at = max(self.last_limited_at, p.time)
         if active == st.active:  # nothing started or ended (every idle tick): no words to build
             if not active:
                 if p.sm_clock_mhz is not None:
@@ -219,6 +223,7 @@ class ThermalTracker:
             if p.gen_tokens_per_s is not None and p.gen_tokens_per_s > 0:
                 st.gen_before = p.gen_tokens_per_s
         self.events.extend(new)
+        self.events_seen += len(new)
         return new
 
     def active_since(self, gpu_index: int) -> dict[str, float]:

@@ -14,21 +14,33 @@ import psutil
 
 from llmtop.snapshot import HostStats, ProcessStats
 
+REUSE_CHECK_S = 5.0  # how often a watched pid is checked for reuse by another process
+
 
 class ProcessSampler:
     """Host CPU/RAM/load plus one process's CPU, RSS, threads and uptime."""
 
     def __init__(self) -> None:
         self._procs: dict[int, psutil.Process] = {}
+        self._checked_at: dict[int, float] = {}
         psutil.cpu_percent(None)  # prime the system-wide counter
 
     def process(self, pid: int) -> ProcessStats | None:
         """Stats of `pid`, or None when it is gone or not ours to read."""
         proc = self._procs.get(pid)
+        now = time.monotonic()
         try:
-            if proc is None or not proc.is_running():
+            # A gone process fails the reads below; a reused pid (another process with the
+            # same number) is caught by is_running(), every few seconds: each /proc open costs
+            # ~0.1 ms here and the idle dashboard reads this every second.
+            if proc is not None and now - self._checked_at.get(pid, now) >= REUSE_CHECK_S:
+                self._checked_at[pid] = now
+                if not proc.is_running():
+                    proc = None
+            if proc is None:
                 proc = psutil.Process(pid)
                 self._procs[pid] = proc
+                self._checked_at[pid] = now
                 proc.cpu_percent(None)  # first call primes; the next one measures
             with proc.oneshot():
                 cpu = proc.cpu_percent(None)
@@ -37,13 +49,14 @@ class ProcessSampler:
                 created = proc.create_time()
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             self._procs.pop(pid, None)
+            self._checked_at.pop(pid, None)
             return None
         except psutil.AccessDenied:
             return ProcessStats(pid=pid)
-        # drop cached processes that have gone away
+        # forget other processes (the server's pid changed: a restart)
         for other in [p for p in self._procs if p != pid]:
-            if not psutil.pid_exists(other):
-                del self._procs[other]
+            del self._procs[other]
+            self._checked_at.pop(other, None)
         return ProcessStats(
             pid=pid,
             cpu_percent=cpu,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.geometry import Region
 from textual.strip import Strip
+from textual.visual import Visual
 from textual.widgets import Static
 
 from llmtop.snapshot import Snapshot
@@ -37,6 +38,15 @@ class SnapshotPanel(Static):
         self._strips: dict[int, Strip] = {}
         self._strips_width = -1
         self._own_dirty: set[Region] = set()
+        self._content_stale = False
+
+    @property
+    def visual(self) -> Visual:
+        if self._content_stale:
+            self._content_stale = False
+            self._Static__content = line_text(self._last or "")  # type: ignore[attr-defined]
+            self._Static__visual = None  # type: ignore[attr-defined]
+        return super().visual
 
     def set_text(self, markup: str) -> None:
         if markup == self._last:
@@ -52,16 +62,16 @@ class SnapshotPanel(Static):
             or not self.is_mounted
         ):
             self._strips.clear()
+            self._content_stale = False
             self.update(line_text(markup), layout=len(old_lines) != len(self._lines))
             return
         pairs = enumerate(zip(old_lines, self._lines, strict=True))
         changed = [Region(0, y, width, 1) for y, (a, b) in pairs if a != b]
         for region in changed:
             self._strips.pop(region.y, None)
-        # What Static.update sets, without its whole-widget refresh; the visual (used only to
-        # measure the panel for layout) is made again when asked for.
-        self._Static__content = line_text(markup)  # type: ignore[attr-defined]
-        self._Static__visual = None  # type: ignore[attr-defined]
+        # Static's own content (used only to measure the panel for a layout) is made again
+        # from the markup when asked for (`visual`), not on every tick.
+        self._content_stale = True
         offset = self.content_offset
         self._own_dirty.update(region.translate(offset) for region in changed)
         self.refresh(*changed)
