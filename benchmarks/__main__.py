@@ -16,7 +16,11 @@ import psutil
 
 # name → (module, kwargs for full run, kwargs for --quick)
 BENCHMARKS: dict[str, tuple[str, dict, dict]] = {
-    "overhead": ("benchmarks.overhead", {"seconds": 60.0}, {"seconds": 10.0, "startup_runs": 2}),
+    "overhead": (
+        "benchmarks.overhead",
+        {"seconds": 60.0},
+        {"seconds": 10.0, "startup_runs": 2, "repeat": 1},
+    ),
     "logflood": ("benchmarks.log_flood", {}, {"seconds": 3.0}),
     "probe": ("benchmarks.probe_accuracy", {}, {"n": 5}),
     "nvml": ("benchmarks.nvml_bench", {}, {}),

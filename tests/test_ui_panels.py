@@ -457,3 +457,20 @@ async def test_what_the_terminal_shows_matches_the_screen_after_every_tick(
         assert f"CPU       {14 + 7 * 5} %" in terminal.text()
         assert "up 1h07m" in terminal.text()
     assert "ChopsUpdate" in updates  # ticks were partial updates, not full repaints
+
+
+async def test_an_idle_server_draws_no_throughput_bars() -> None:
+    """0 tok/s draws nothing in the gen sparkline (the line stays still while idle); the first
+    tokens draw a bar at once."""
+    app = sample_app(mode="attach")
+    async with app.run_test(size=(80, 24)) as pilot:
+        idle_lines = []
+        for i in range(4):
+            await _inject(app, pilot, sample_snapshot(t=T0 + i, gen_tps=0.0))
+            idle_lines.append(next(x for x in screen_text(app).splitlines() if "│ gen" in x))
+        await _inject(app, pilot, sample_snapshot(t=T0 + 5, gen_tps=40.0))
+        busy = next(x for x in screen_text(app).splitlines() if "│ gen" in x)
+    assert len(set(idle_lines)) == 1  # nothing moved
+    bars = set("▁▂▃▄▅▆▇█")
+    assert not bars & set(idle_lines[0])
+    assert bars & set(busy)

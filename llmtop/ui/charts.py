@@ -38,17 +38,21 @@ def sparkline(
     width: int,
     top: float | None = None,
     bottom: float = 0.0,
+    *,
+    zero_blank: bool = False,
 ) -> str:
     """One line of block characters, right-aligned (newest at the right edge).
 
-    Values map from *bottom* (lowest block) to *top* (full block; default: the largest value)."""
+    Values map from *bottom* (lowest block) to *top* (full block; default: the largest value).
+    *zero_blank*: a value of 0 draws nothing (tokens/s: an idle server shows no bars, and an
+    idle line that does not change is not repainted)."""
     pts = downsample(values, width)
     nums = [v for v in pts if v is not None]
     hi = top if top is not None else (max(nums) if nums else 0.0)
     span = hi - bottom
     chars = []
     for v in pts:
-        if v is None:
+        if v is None or (zero_blank and v == 0):
             chars.append(" ")
         elif span <= 0:
             chars.append(_BLOCKS[1])

@@ -97,7 +97,7 @@ class ServerPanel(SnapshotPanel):
         if len(s.slots) > 4:
             lines.append(f"  … {len(s.slots) - 4} more slots")
         width = max(8, (self.content_size.width or 36) - 9)
-        spark = sparkline(list(self.series.gen_tps), width)
+        spark = sparkline(list(self.series.gen_tps), width, zero_blank=True)
         lines.append(
             f"tok/s    gen [bold]{fmt_rate(s.gen_tokens_per_s, '')}[/]"
             f" · prompt {fmt_rate(s.prompt_tokens_per_s, '')}"

@@ -144,7 +144,7 @@ class ThermalPanel(SnapshotPanel):
         lines.append(
             f"SM MHz   [cyan]{sparkline(sm_series, width, top=g.sm_clock_max_mhz, bottom=sm_low)}[/]"
         )
-        lines.append(f"gen t/s  [green]{sparkline(list(h.gen), width)}[/]")
+        lines.append(f"gen t/s  [green]{sparkline(list(h.gen), width, zero_blank=True)}[/]")
         if len(h.times) > 1:
             span = h.times[-1] - h.times[0]
             left = f"−{span / 60:.0f} min" if span >= 60 else f"−{span:.0f} s"
