@@ -1,10 +1,11 @@
-"""A minimal HTTP/1.1 client on asyncio streams, for timing streamed responses precisely.
+"""A minimal HTTP/1.1 client for plain http:// (https goes through httpx), in two forms.
 
-The latency probe measures milliseconds; a full HTTP client adds about that much of its own per
-request on a slow CPU. This one writes the request in one call and hands back the body as it
-arrives (chunked or Content-Length), each piece stamped with `time.perf_counter_ns()` at the
-moment it was read. Plain http:// only (https goes through httpx). Used by the probe (POST,
-streamed) and by LlamaClient (GET, Connection: close).
+- `request()`, on asyncio streams, for the latency probe: it measures milliseconds, and a full
+  HTTP client adds about that much of its own per request on a slow CPU. It writes the request in
+  one call and hands back the body as it arrives (chunked or Content-Length), each piece stamped
+  with `time.perf_counter_ns()` at the moment it was read (Connection: close).
+- `get_sequence()`, blocking, for the dashboard's poll: a tick's GETs in a row over one
+  connection, run in a worker thread (see its docstring for why).
 """
 
 from __future__ import annotations
@@ -99,24 +100,6 @@ class RawResponse:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._writer.close()
-
-
-async def get(
-    url: str, path: str, headers: dict[str, str], *, timeout_s: float = 2.0
-) -> tuple[int, dict[str, str], bytes, float]:
-    """GET the whole answer within `timeout_s`: (status, headers, body, monotonic arrival)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            r = await request(
-                "GET", url, path, b"", headers, timeout_s=timeout_s, connect_timeout_s=timeout_s
-            )
-            try:
-                body = await r.read_all()
-            finally:
-                r.close()
-    except TimeoutError:
-        raise RawHTTPError(f"timed out after {timeout_s:.1f} s") from None
-    return r.status, r.headers, body, time.monotonic()
 
 
 async def request(
