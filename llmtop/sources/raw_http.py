@@ -121,14 +121,8 @@ async def request(
     try:
         async with asyncio.timeout(connect_timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
-    except TimeoutError:
-        raise RawHTTPError(f"timed out after {connect_timeout_s:.1f} s") from None
-    except ConnectionRefusedError:
-        raise RawHTTPError("connection refused") from None
-    except socket.gaierror:
-        raise RawHTTPError("host name not found") from None
-    except OSError as exc:
-        raise RawHTTPError(f"cannot connect ({exc.strerror or exc})") from None
+    except OSError as exc:  # TimeoutError included
+        raise _connect_error(exc, connect_timeout_s) from None
     sock = writer.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
@@ -161,18 +155,39 @@ async def request(
     except BaseException:
         writer.close()
         raise
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
     try:
-        status = int(status_line.split()[1])
-    except (IndexError, ValueError):
+        _version, status, hdrs = _parse_head(head.decode("latin-1"))
+    except RawHTTPError:
         writer.close()
+        raise
+    return RawResponse(reader, writer, status, hdrs, timeout_s)
+
+
+def _connect_error(exc: OSError, timeout_s: float) -> RawHTTPError:
+    """Why a connection could not be made, in words."""
+    if isinstance(exc, TimeoutError):
+        return RawHTTPError(f"timed out after {timeout_s:.1f} s")
+    if isinstance(exc, ConnectionRefusedError):
+        return RawHTTPError("connection refused")
+    if isinstance(exc, socket.gaierror):
+        return RawHTTPError("host name not found")
+    return RawHTTPError(f"cannot connect ({exc.strerror or exc})")
+
+
+def _parse_head(head: str) -> tuple[str, int, dict[str, str]]:
+    """(HTTP version, status, lower-case headers) of a response head without its blank line."""
+    status_line, *header_lines = head.split("\r\n")
+    try:
+        version, code = status_line.split()[:2]
+        status = int(code)
+    except ValueError:
         raise RawHTTPError(f"malformed HTTP status line {status_line[:60]!r}") from None
     hdrs: dict[str, str] = {}
     for line in header_lines:
         if ":" in line:
             k, v = line.split(":", 1)
             hdrs[k.strip().lower()] = v.strip()
-    return RawResponse(reader, writer, status, hdrs, timeout_s)
+    return version, status, hdrs
 
 
 # -- the dashboard's poll: a few GETs in a row, blocking, in a thread --------------------------
@@ -279,14 +294,8 @@ class _Conn:
         self.abort = abort
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout_s)
-        except TimeoutError:
-            raise RawHTTPError(f"timed out after {timeout_s:.1f} s") from None
-        except ConnectionRefusedError:
-            raise RawHTTPError("connection refused") from None
-        except socket.gaierror:
-            raise RawHTTPError("host name not found") from None
-        except OSError as exc:
-            raise RawHTTPError(f"cannot connect ({exc.strerror or exc})") from None
+        except OSError as exc:  # TimeoutError included
+            raise _connect_error(exc, timeout_s) from None
         with contextlib.suppress(OSError):
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if abort is not None:
@@ -332,18 +341,8 @@ class _Conn:
                 if fresh and not self.buf:
                     raise _StaleConnection
                 raise RawHTTPError("connection closed by the server")
-        status_line, *header_lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+        version, status, hdrs = _parse_head(bytes(self.buf[:end]).decode("latin-1"))
         del self.buf[: end + 4]
-        try:
-            version, code = status_line.split()[:2]
-            status = int(code)
-        except ValueError:
-            raise RawHTTPError(f"malformed HTTP status line {status_line[:60]!r}") from None
-        hdrs: dict[str, str] = {}
-        for line in header_lines:
-            if ":" in line:
-                k, v = line.split(":", 1)
-                hdrs[k.strip().lower()] = v.strip()
         connection = hdrs.get("connection", "").lower()
         self.keep_alive = connection != "close" and (
             version != "HTTP/1.0" or connection == "keep-alive"
