@@ -81,9 +81,11 @@ def wait_healthy(
     raise TimeoutError(f"llama-server at {url} not healthy after {timeout}s: {last}")
 
 
-def server_argv(binary: Path, model: Path, port: int, *extra: str) -> list[str]:
-    """The tests' llama-server argv: tiny context, one slot, one thread, loopback only."""
-    return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+def server_argv(
+    binary: Path, model: Path, port: int, *extra: str, host: str = "127.0.0.1"
+) -> list[str]:
+    """The tests' llama-server argv: tiny context, one slot, one thread, loopback by default."""
+    return [str(binary), "-m", str(model), "--host", host, "--port", str(port),
             "-c", "512", "-np", "1", "-t", "1", *extra]  # fmt: skip
 
 

@@ -86,18 +86,23 @@ def test_memory_of_the_servers_child_processes_counts_as_the_servers(
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
+def _fallback_collector(srv: RunningServer, sim: SimGpus) -> Collector:
+    """A collector on the real server and the simulated GPUs, alerting on CPU fallback at once."""
+    engine = AlertEngine(
+        Thresholds(cpu_fallback_s=0.0, persistence_hint=False), spec=LaunchSpec.from_argv(srv.argv)
+    )
+    return Collector(
+        LlamaClient(srv.url), gpu_monitor=sim.monitor, alert_engine=engine, pid_hint=srv.pid
+    )
+
+
 async def test_cpu_fallback_alert_through_the_collector(
     nvml_sim: Callable[..., SimGpus], server_factory: Callable[..., RunningServer]
 ) -> None:
     srv = server_factory("--gpu-layers", "35", "--metrics")
     sim = nvml_sim(scenario(datacenter_gpu(processes=[])))  # the server holds nothing on the GPU
     sim.at(1)
-    engine = AlertEngine(
-        Thresholds(cpu_fallback_s=0.0, persistence_hint=False), spec=LaunchSpec.from_argv(srv.argv)
-    )
-    collector = Collector(
-        LlamaClient(srv.url), gpu_monitor=sim.monitor, alert_engine=engine, pid_hint=srv.pid
-    )
+    collector = _fallback_collector(srv, sim)
     try:
         snap = await collector.collect()
         assert snap.server.health == "ok"
@@ -125,12 +130,7 @@ async def test_no_gpu_layers_requested_no_fallback_alert(
     srv = server_factory("--gpu-layers", "0")
     sim = nvml_sim(scenario(datacenter_gpu(processes=[])))
     sim.at(1)
-    engine = AlertEngine(
-        Thresholds(cpu_fallback_s=0.0, persistence_hint=False), spec=LaunchSpec.from_argv(srv.argv)
-    )
-    collector = Collector(
-        LlamaClient(srv.url), gpu_monitor=sim.monitor, alert_engine=engine, pid_hint=srv.pid
-    )
+    collector = _fallback_collector(srv, sim)
     try:
         snap = await collector.collect()
         assert snap.server.health == "ok"

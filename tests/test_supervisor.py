@@ -29,7 +29,7 @@ from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.supervisor import ChildSupervisor, RestartPolicy, describe_exit
 from llmtop.snapshot import SupervisorStatus
 from llmtop.sources.logs import LogStore
-from tests.realserver import RunningServer, free_port
+from tests.realserver import RunningServer, free_port, server_argv
 
 pytestmark = pytest.mark.real_server
 
@@ -55,10 +55,7 @@ async def wait_for(
 
 
 def server_spec(binary: Path, model: Path, *extra: str, port: int | None = None) -> LaunchSpec:
-    return LaunchSpec.from_argv(
-        [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port or free_port()),
-         "-c", "512", "-np", "1", "-t", "1", *extra]
-    )  # fmt: skip
+    return LaunchSpec.from_argv(server_argv(binary, model, port or free_port(), *extra))
 
 
 Make = Callable[..., ChildSupervisor]

@@ -29,7 +29,7 @@ from llmtop.control.sweep import (
     run_sweep,
 )
 from llmtop.sources.logs import LogStore
-from tests.realserver import free_port
+from tests.realserver import free_port, server_argv
 
 
 def test_parse_range() -> None:
@@ -65,8 +65,7 @@ def test_recommend_fastest_within_headroom() -> None:
 
 
 def _argv(binary: Path, model: Path, port: int) -> list[str]:
-    return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-            "-c", "512", "-np", "1", "-t", "1"]  # fmt: skip
+    return server_argv(binary, model, port)
 
 
 @pytest.mark.real_server

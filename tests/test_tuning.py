@@ -20,7 +20,7 @@ from llmtop.control.tuning import (
     validate_tuning_input,
 )
 from llmtop.sources.logs import LogStore
-from tests.realserver import free_port
+from tests.realserver import free_port, server_argv
 
 
 @pytest.mark.parametrize(
@@ -63,10 +63,7 @@ def test_spec_with_values_and_change_description() -> None:
 @pytest.fixture
 async def child(llama_server_bin: Path, tiny_model: Path) -> AsyncIterator[ChildSupervisor]:
     port = free_port()
-    spec = LaunchSpec.from_argv(
-        [str(llama_server_bin), "-m", str(tiny_model), "--host", "127.0.0.1", "--port",
-         str(port), "-c", "512", "-np", "1", "-t", "1", "-ngl", "0"]
-    )  # fmt: skip
+    spec = LaunchSpec.from_argv(server_argv(llama_server_bin, tiny_model, port, "-ngl", "0"))
     sup = ChildSupervisor(spec, LogStore())
     try:
         await sup.start()
@@ -131,9 +128,8 @@ async def test_api_key_never_in_records(llama_server_bin: Path, tiny_model: Path
     port = free_port()
     secret = "sk-tuning-secret-123"
     spec = LaunchSpec.from_argv(
-        [str(llama_server_bin), "-m", str(tiny_model), "--host", "127.0.0.1", "--port",
-         str(port), "-c", "512", "-np", "1", "-t", "1", "--api-key", secret]
-    )  # fmt: skip
+        server_argv(llama_server_bin, tiny_model, port, "--api-key", secret)
+    )
     sup = ChildSupervisor(spec, LogStore())
     try:
         await sup.start()
@@ -182,10 +178,7 @@ def impossible_ctx() -> int:
 async def test_impossible_ctx_is_rolled_back(llama_server_bin: Path, tmp_path: Path) -> None:
     ctx = impossible_ctx()
     model = wide_model(tmp_path)
-    spec = LaunchSpec.from_argv(
-        [str(llama_server_bin), "-m", str(model), "--host", "127.0.0.1", "--port",
-         str(free_port()), "-c", "512", "-np", "1", "-t", "1", "-fit", "off"]
-    )  # fmt: skip
+    spec = LaunchSpec.from_argv(server_argv(llama_server_bin, model, free_port(), "-fit", "off"))
     sup = ChildSupervisor(spec, LogStore())
     try:
         await sup.start()

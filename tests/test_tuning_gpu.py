@@ -19,7 +19,7 @@ from llmtop.sources.gpu_sim import SCENARIO_ENV
 from llmtop.sources.logs import LogStore
 from tests.nvml_sim.harness import SimGpus
 from tests.nvml_sim.scenarios import GiB, consumer_gpu, datacenter_gpu, scenario
-from tests.realserver import free_port
+from tests.realserver import free_port, server_argv
 
 pytestmark = [pytest.mark.nvml_sim]
 
@@ -58,10 +58,7 @@ async def test_gpu_layers_without_vram_is_rolled_back(
     # The GPU lists no process at all: whatever llama-server does, it is not on the GPU.
     sim = nvml_sim(scenario(datacenter_gpu(processes=[])))
     sim.at(1)
-    spec = LaunchSpec.from_argv(
-        [str(llama_server_bin), "-m", str(tiny_model), "--host", "127.0.0.1", "--port",
-         str(free_port()), "-c", "512", "-np", "1", "-t", "1", "-ngl", "0"]
-    )  # fmt: skip
+    spec = LaunchSpec.from_argv(server_argv(llama_server_bin, tiny_model, free_port(), "-ngl", "0"))
     sup = ChildSupervisor(spec, LogStore())
     try:
         await sup.start()

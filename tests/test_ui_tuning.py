@@ -19,7 +19,7 @@ from llmtop.snapshot import GpuSample, ServerStatus, Snapshot
 from llmtop.sources.logs import LogStore
 from llmtop.ui.panels.tuning import TuningPanel
 from llmtop.ui.screens.confirm import ConfirmScreen
-from tests.realserver import free_port
+from tests.realserver import free_port, server_argv
 
 MiB = 1 << 20
 
@@ -34,10 +34,7 @@ class TuningApp(App[None]):
 
 
 def _spec(binary: Path | str, model: Path, port: int) -> LaunchSpec:
-    return LaunchSpec.from_argv(
-        [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-         "-c", "512", "-np", "1", "-t", "1", "-ngl", "0"]
-    )  # fmt: skip
+    return LaunchSpec.from_argv(server_argv(Path(binary), model, port, "-ngl", "0"))
 
 
 def _session(spec: LaunchSpec) -> tuple[Session, ChildSupervisor]:

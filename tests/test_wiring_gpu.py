@@ -26,15 +26,14 @@ from llmtop.sources.llama_http import LlamaClient
 from llmtop.sources.logs import LogStore
 from tests.nvml_sim.harness import SimGpus
 from tests.nvml_sim.scenarios import GiB, datacenter_gpu, scenario
-from tests.realserver import RunningServer, free_port, wait_healthy
+from tests.realserver import RunningServer, free_port, server_argv, wait_healthy
 
 REPO = Path(__file__).resolve().parent.parent
 STALE_PID = 999_998  # a process on the GPU that is not the server
 
 
 def _argv(binary: Path, model: Path, *extra: str) -> list[str]:
-    return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(free_port()),
-            "-c", "512", "-np", "1", "-t", "1", *extra]  # fmt: skip
+    return server_argv(binary, model, free_port(), *extra)
 
 
 def _two_gpus(procs: list[dict[str, int]]) -> dict:

@@ -23,7 +23,7 @@ from llmtop.sources.discovery import DiscoveredServer
 from llmtop.sources.gpu_sim import SCENARIO_ENV
 from llmtop.sources.llama_http import LlamaClient
 from llmtop.sources.unit_status import DiscoveredUnit, UnitMonitor
-from tests.realserver import free_port, wait_healthy
+from tests.realserver import free_port, server_argv, wait_healthy
 from tests.systemd_box.box import SystemdBox
 from tests.systemd_box.fixtures import TEST_API_KEY, BoxUnit
 
@@ -31,8 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _argv(binary: Path, model: Path, *extra: str, host: str = "127.0.0.1") -> list[str]:
-    return [str(binary), "-m", str(model), "--host", host, "--port", str(free_port()),
-            "-c", "512", "-np", "1", "-t", "1", *extra]  # fmt: skip
+    return server_argv(binary, model, free_port(), *extra, host=host)
 
 
 def _snapshot_in_box(box: SystemdBox, unit: str) -> tuple[int, dict]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realserver import free_port, wait_healthy
+from tests.realserver import free_port, server_argv, wait_healthy
 from tests.systemd_box.box import SystemdBox, start_box, why_no_box
 
 _counter = itertools.count(1)
@@ -105,10 +105,7 @@ def llama_unit(
 ) -> BoxUnit:
     """A real llama-server running as a user unit in the box, with an API key, healthy."""
     port = free_port()
-    argv = [
-        str(llama_server_bin), "-m", str(tiny_model), "--host", "127.0.0.1", "--port", str(port),
-        "-c", "512", "-np", "1", "-t", "1", "-ngl", "0", "--api-key", TEST_API_KEY,
-    ]  # fmt: skip
+    argv = server_argv(llama_server_bin, tiny_model, port, "-ngl", "0", "--api-key", TEST_API_KEY)
     unit = unit_factory(argv, prefix="llmtop-llama")
     unit.port = port
     try:
