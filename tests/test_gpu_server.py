@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,21 +53,20 @@ def test_server_vram_matched_by_pid_and_visible_devices(
 
 
 def test_memory_of_the_servers_child_processes_counts_as_the_servers(
-    nvml_sim: Callable[..., SimGpus], tmp_path: Path
+    nvml_sim: Callable[..., SimGpus],
 ) -> None:
     """A server started through a wrapper (the wrapper's child holds the VRAM) still shows its
     VRAM; an unrelated process does not. Real processes: a shell whose grandchild sleeps."""
     wrapper = subprocess.Popen(
-        ["/bin/sh", "-c", f"/bin/sh -c 'sleep 60 & echo $! > {tmp_path}/pid; wait'; :"]
+        ["/bin/sh", "-c", "/bin/sh -c 'sleep 60 & echo $!; wait'; :"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     stranger = subprocess.Popen(["sleep", "60"])
+    grandchild: int | None = None
     try:
-        pid_file = tmp_path / "pid"
-        for _ in range(500):
-            if pid_file.exists() and pid_file.read_text().strip():
-                break
-            time.sleep(0.01)
-        grandchild = int(pid_file.read_text())
+        assert wrapper.stdout is not None
+        grandchild = int(wrapper.stdout.readline())  # waits until the grandchild is running
         procs = [
             {"pid": grandchild, "used_memory_bytes": 6 * GiB},
             {"pid": stranger.pid, "used_memory_bytes": 1 * GiB},
@@ -78,12 +76,14 @@ def test_memory_of_the_servers_child_processes_counts_as_the_servers(
         (gpu,) = sim.at(1).samples
         assert gpu.server_memory_bytes == 6 * GiB
     finally:
+        if grandchild is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(grandchild, signal.SIGKILL)
         for proc in (stranger, wrapper):
             proc.kill()
             proc.wait(10)
-        if pid_file.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        if wrapper.stdout is not None:
+            wrapper.stdout.close()
 
 
 def _fallback_collector(srv: RunningServer, sim: SimGpus) -> Collector:

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from textual.geometry import Region
+
 PATCHED_FOR = "8.2.8"
 
 _original: Any = None
@@ -65,8 +67,6 @@ def _get_renders(self: Any, crop: Any = None) -> Iterable[tuple[Any, Any, list[A
     if crop is None:
         yield from _original(self, crop)
         return
-    from textual.geometry import Region
-
     crop_x, crop_y, crop_right, crop_bottom = crop.x, crop.y, crop.right, crop.bottom
     for widget, (region, clip) in self.visible_widgets.items():
         x, y, width, height = region.intersection(clip)
