@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from llmtop.control.vram_plan import MiB, PlanRequest, plan_vram
 from llmtop.demo.tiny_model import TinyModelShape, write_tiny_model
+from llmtop.model.vram_plan import MiB, PlanRequest, plan_vram
 from llmtop.sources.buffer_lines import (
     find_fit_params,
     format_comparison,

@@ -110,8 +110,8 @@ async def test_rates_never_negative_across_a_restart(server_factory) -> None:
 
 @pytest.mark.real_server
 async def test_collector_with_a_real_child_supervisor(llama_server_bin, tiny_model) -> None:
-    from llmtop.control.launch_spec import LaunchSpec
     from llmtop.control.supervisor import ChildSupervisor
+    from llmtop.model.launch_spec import LaunchSpec
     from llmtop.sources.logs import LogStore
 
     port = free_port()

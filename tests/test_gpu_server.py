@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from llmtop.collector import Collector
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.diagnosis.alerts import AlertEngine
 from llmtop.diagnosis.thresholds import Thresholds
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.sources.gpu_sim import SCENARIO_ENV
 from llmtop.sources.llama_http import LlamaClient
 from tests.nvml_sim.harness import SimGpus

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmtop.control.launch_spec import LaunchSpec, format_gpu_layers, redact_argv, redact_env
+from llmtop.model.launch_spec import LaunchSpec, format_gpu_layers, redact_argv, redact_env
 
 BIN = "/opt/llama/bin/llama-server"
 

@@ -25,8 +25,8 @@ import httpx
 import psutil
 import pytest
 
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.supervisor import ChildSupervisor, RestartPolicy, describe_exit
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.snapshot import SupervisorStatus
 from llmtop.sources.logs import LogStore
 from tests.realserver import RunningServer, free_port, server_argv

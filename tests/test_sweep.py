@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.supervisor import ChildSupervisor
 from llmtop.control.sweep import (
     SweepPoint,
@@ -28,6 +27,7 @@ from llmtop.control.sweep import (
     recommend,
     run_sweep,
 )
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.sources.logs import LogStore
 from tests.realserver import free_port, server_argv
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.systemd_unit import UnitController, UnitPermissionError
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.sources.unit_status import UnitMonitor, discover_units
 from tests.realserver import wait_healthy
 from tests.systemd_box.box import SystemdBox, wait_until

@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.supervisor import ChildSupervisor
 from llmtop.control.tuning import (
     ChangeLog,
@@ -19,6 +18,7 @@ from llmtop.control.tuning import (
     spec_with_values,
     validate_tuning_input,
 )
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.sources.logs import LogStore
 from tests.realserver import free_port, server_argv
 

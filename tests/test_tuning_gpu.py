@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.supervisor import ChildSupervisor
 from llmtop.control.tuning import apply_with_rollback
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.sources.gpu_sim import SCENARIO_ENV
 from llmtop.sources.logs import LogStore
 from tests.nvml_sim.harness import SimGpus

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.supervisor import ChildSupervisor, RestartPolicy
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.session import Session
 from llmtop.sources.logs import LogStore
 from llmtop.ui.app import LlmtopApp, create_app

@@ -12,8 +12,8 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Button, Input, Select
 
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.supervisor import ChildSupervisor
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.session import Session
 from llmtop.snapshot import GpuSample, ServerStatus, Snapshot
 from llmtop.sources.logs import LogStore

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.systemd_unit import atomic_write, polkit_rule, supervisor_state
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.sources.unit_status import (
     exec_start_from_unit_text,
     parse_environment,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from llmtop.control.vram_plan import MiB, PlanRequest, parse_size, plan_vram, row_bytes
 from llmtop.demo.tiny_model import TinyModelShape, write_tiny_model
+from llmtop.model.vram_plan import MiB, PlanRequest, parse_size, plan_vram, row_bytes
 from llmtop.sources.gguf_info import read_gguf_info
 
 BLOCK_MHA = 256 + 16384 + 16384 + 16384 + 16384 + 256 + 3 * 32768  # = 164352

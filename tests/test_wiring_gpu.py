@@ -17,10 +17,10 @@ import pytest
 
 from llmtop.collector import Collector
 from llmtop.commands import dashboard
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.supervisor import ChildSupervisor, RestartPolicy
 from llmtop.diagnosis.alerts import AlertEngine
 from llmtop.diagnosis.thresholds import Thresholds
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.sources.gpu_sim import SCENARIO_ENV
 from llmtop.sources.llama_http import LlamaClient
 from llmtop.sources.logs import LogStore

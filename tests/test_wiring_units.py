@@ -18,7 +18,7 @@ import pytest
 
 from llmtop.collector import Collector
 from llmtop.commands.dashboard import merge_targets
-from llmtop.control.launch_spec import LaunchSpec
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.sources.discovery import DiscoveredServer
 from llmtop.sources.gpu_sim import SCENARIO_ENV
 from llmtop.sources.llama_http import LlamaClient

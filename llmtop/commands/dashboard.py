@@ -85,8 +85,8 @@ def build_session(
     }
 
     if server_argv:
-        from llmtop.control.launch_spec import LaunchSpec, llama_env
         from llmtop.control.supervisor import ChildSupervisor, RestartPolicy
+        from llmtop.model.launch_spec import LaunchSpec, llama_env
 
         # LLAMA_ARG_* in llmtop's environment reach the child: they count for its URL and key.
         spec = LaunchSpec.from_argv(server_argv, env=llama_env(os.environ))

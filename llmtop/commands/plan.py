@@ -8,8 +8,9 @@ import json
 import sys
 from typing import Any
 
-from llmtop.control.launch_spec import parse_gpu_layers
-from llmtop.control.vram_plan import (
+from llmtop.model.gguf import GgufInfo
+from llmtop.model.launch_spec import parse_gpu_layers
+from llmtop.model.vram_plan import (
     CACHE_TYPES,
     DEFAULT_HEADROOM_PERCENT,
     MiB,
@@ -18,7 +19,7 @@ from llmtop.control.vram_plan import (
     parse_size,
     plan_vram,
 )
-from llmtop.sources.gguf_info import GgufInfo, read_gguf_info
+from llmtop.sources.gguf_info import read_gguf_info
 
 FIT_NOTE = (
     "llama-server's --fit (on by default) only adjusts values left at their defaults "

@@ -17,9 +17,9 @@ import json
 import sys
 from typing import Any
 
-from llmtop.control.launch_spec import LaunchSpec
 from llmtop.control.sweep import SweepPoint, format_plot, format_table, parse_range, run_sweep
 from llmtop.control.tuning import FIT_EXPLANATION
+from llmtop.model.launch_spec import LaunchSpec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

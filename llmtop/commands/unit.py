@@ -20,13 +20,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from llmtop.control.launch_spec import LaunchSpec, redact_argv
 from llmtop.control.systemd_unit import (
     UnitController,
     UnitError,
     environment_lines,
     exec_start_line,
 )
+from llmtop.model.launch_spec import LaunchSpec, redact_argv
 from llmtop.snapshot import UnitStatus
 from llmtop.sources.unit_status import UnitMonitor
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from llmtop.control.launch_spec import LaunchSpec
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.snapshot import SupervisorStatus
 from llmtop.sources.logs import LogStore
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from llmtop.control.launch_spec import LaunchSpec, redact_argv
 from llmtop.control.tuning import Controller, failure_since, restart_and_verify
+from llmtop.model.launch_spec import LaunchSpec, redact_argv
 from llmtop.sources.logs import LogStore
 from llmtop.sources.probe import run_probe
 

@@ -35,7 +35,7 @@ from llmtop.snapshot import SupervisorStatus, UnitStatus
 from llmtop.sources.unit_status import Systemctl, SystemctlError, UnitMonitor, user_unit_dir
 
 if TYPE_CHECKING:
-    from llmtop.control.launch_spec import LaunchSpec
+    from llmtop.model.launch_spec import LaunchSpec
     from llmtop.sources.journal import JournalFollower
 
 DROP_IN_NAME = "50-llmtop.conf"

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from llmtop.control.launch_spec import (
+from llmtop.model.launch_spec import (
     LaunchSpec,
     format_gpu_layers,
     parse_gpu_layers,

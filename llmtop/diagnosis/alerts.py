@@ -62,7 +62,7 @@ def server_gpu_memory(snapshot: Snapshot) -> dict[int, int | None]:
 
 def spec_from_snapshot(snapshot: Snapshot) -> Any | None:
     """A LaunchSpec from what the snapshot carries (supervisor argv, or the unit's ExecStart)."""
-    from llmtop.control.launch_spec import LaunchSpec
+    from llmtop.model.launch_spec import LaunchSpec
 
     if snapshot.supervisor is not None and snapshot.supervisor.argv:
         return LaunchSpec.from_argv(snapshot.supervisor.argv)

@@ -163,7 +163,7 @@ def _row(name: str, predicted: int | None, actual_mib: float | None) -> Comparis
 
 
 def predicted_vs_actual(plan: Any, parsed: BufferSizes) -> list[ComparisonRow]:
-    """Rows of plan (llmtop.control.vram_plan.VramPlan) vs what llama-server reported.
+    """Rows of plan (llmtop.model.vram_plan.VramPlan) vs what llama-server reported.
 
     'all' rows compare every device (exact on a CPU-only server); 'GPU' rows only the device
     buffers and appear when the log has any."""

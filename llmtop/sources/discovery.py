@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from llmtop.control.launch_spec import LaunchSpec, llama_env
+from llmtop.model.launch_spec import LaunchSpec, llama_env
 
 NAME = "llama-server"
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from llmtop.snapshot import Alert, UnitStatus
 
 if TYPE_CHECKING:
-    from llmtop.control.launch_spec import LaunchSpec
+    from llmtop.model.launch_spec import LaunchSpec
 
 SHOW_PROPERTIES = (
     "Id",
@@ -231,7 +231,7 @@ def redact_environment(env: Mapping[str, str]) -> tuple[str, ...]:
 
 def _redact(argv: Sequence[str]) -> tuple[str, ...]:
     try:
-        from llmtop.control.launch_spec import redact_argv
+        from llmtop.model.launch_spec import redact_argv
 
         return tuple(redact_argv(list(argv)))
     except ImportError:  # pragma: no cover - launch_spec is part of the package
@@ -410,7 +410,7 @@ class UnitMonitor:
 def spec_from_properties(
     props: Mapping[str, str], exact_argv: Sequence[str] | None = None
 ) -> LaunchSpec | None:
-    from llmtop.control.launch_spec import LaunchSpec
+    from llmtop.model.launch_spec import LaunchSpec
 
     commands = [list(exact_argv)] if exact_argv else parse_exec_start(props.get("ExecStart", ""))
     argv = next((c for c in commands if is_llama_server_argv(c)), commands[0] if commands else None)

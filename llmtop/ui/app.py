@@ -26,10 +26,11 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Static, Tab, Tabs, TextArea
 
+from llmtop.model.units import model_name
 from llmtop.session import Session
 from llmtop.snapshot import Snapshot
 from llmtop.ui import partial_render
-from llmtop.ui.format import keep_gaps, model_name
+from llmtop.ui.format import keep_gaps
 from llmtop.ui.panels.alerts import AlertsStrip
 from llmtop.ui.panels.gpu import GpuPanel
 from llmtop.ui.panels.gpu_summary import GpuSummary

@@ -6,8 +6,8 @@ from __future__ import annotations
 from rich.markup import escape
 
 from llmtop.diagnosis.alerts import server_gpu_memory
+from llmtop.model.units import DASH, fmt_bytes
 from llmtop.snapshot import GpuSample, Snapshot
-from llmtop.ui.format import DASH, fmt_bytes
 from llmtop.ui.panels.base import SnapshotPanel
 
 # Reasons that cost speed (red/yellow); the rest are informational (dim).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+from llmtop.model.units import fmt_bytes
 from llmtop.snapshot import Snapshot
-from llmtop.ui.format import fmt_bytes
 from llmtop.ui.panels.base import SnapshotPanel
 
 

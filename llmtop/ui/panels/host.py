@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from llmtop.model.units import DASH, fmt_bytes, fmt_duration, fmt_pct
 from llmtop.snapshot import Snapshot
 from llmtop.ui.charts import sparkline
-from llmtop.ui.format import DASH, fmt_bytes, fmt_duration, fmt_pct
 from llmtop.ui.panels.base import SnapshotPanel
 from llmtop.ui.series import Series
 

@@ -12,9 +12,10 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from llmtop.model.units import DASH, fmt_clock, fmt_ms, fmt_rate
 from llmtop.snapshot import Snapshot
 from llmtop.ui.charts import braille_plot, downsample
-from llmtop.ui.format import DASH, fmt_clock, fmt_ms, fmt_rate, keep_gaps
+from llmtop.ui.format import keep_gaps
 from llmtop.ui.series import Series
 
 COLUMNS = (

@@ -20,8 +20,9 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widgets import Input, Log, Static
 
+from llmtop.model.units import fmt_clock
 from llmtop.sources.logs import LogLine, LogStore, classify_level
-from llmtop.ui.format import fmt_clock, keep_gaps
+from llmtop.ui.format import keep_gaps
 
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "debug": "dim"}
 _EVENT_STYLE = {"critical": "bold red", "warning": "yellow", "info": "green"}

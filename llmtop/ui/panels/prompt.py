@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Static, TextArea
 
-from llmtop.ui.format import fmt_ms, fmt_rate
+from llmtop.model.units import fmt_ms, fmt_rate
 
 DEFAULT_PROMPT = "Write one sentence about GPUs."
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.text import Text
 
+from llmtop.model.units import DASH, fmt_duration, fmt_rate, model_name
 from llmtop.snapshot import Snapshot, SupervisorStatus, UnitStatus
 from llmtop.ui.charts import sparkline
-from llmtop.ui.format import DASH, fmt_duration, fmt_rate, keep_gaps, model_name
+from llmtop.ui.format import keep_gaps
 from llmtop.ui.panels.base import SnapshotPanel
 from llmtop.ui.series import Series
 

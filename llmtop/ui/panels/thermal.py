@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from rich.markup import escape
 
+from llmtop.model.units import DASH
 from llmtop.snapshot import GpuSample, Snapshot
 from llmtop.ui.charts import sparkline
-from llmtop.ui.format import DASH
 from llmtop.ui.panels.base import SnapshotPanel
 
 HISTORY_LEN = 900  # 15 min at 1 s

@@ -1,7 +1,7 @@
 """Tuning panel: edit --gpu-layers / --ctx-size / cache types, see the predicted VRAM as you type,
 apply with automatic rollback, and read the change log.
 
-The plan (llmtop.control.vram_plan) is pure and cheap: it is recomputed on every keystroke from the
+The plan (llmtop.model.vram_plan) is pure and cheap: it is recomputed on every keystroke from the
 model's GGUF header (read once, on a thread). Apply runs `apply_with_rollback` as a worker on the
 app's loop (the controller lives there); the result comes back as an `Applied` message.
 """
@@ -18,7 +18,6 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static
 
-from llmtop.control.launch_spec import format_gpu_layers
 from llmtop.control.sweep import (
     SweepPoint,
     SweepResult,
@@ -37,7 +36,10 @@ from llmtop.control.tuning import (
     spec_with_values,
     validate_tuning_input,
 )
-from llmtop.control.vram_plan import CACHE_TYPES, PlanRequest, VramPlan, plan_vram
+from llmtop.model.gguf import GgufInfo
+from llmtop.model.launch_spec import format_gpu_layers
+from llmtop.model.units import fmt_bytes
+from llmtop.model.vram_plan import CACHE_TYPES, PlanRequest, VramPlan, plan_vram
 from llmtop.snapshot import Snapshot
 from llmtop.sources.buffer_lines import (
     FitSuggestion,
@@ -47,8 +49,7 @@ from llmtop.sources.buffer_lines import (
     predicted_vs_actual,
     run_fit_params,
 )
-from llmtop.sources.gguf_info import GgufInfo, read_gguf_info
-from llmtop.ui.format import fmt_bytes
+from llmtop.sources.gguf_info import read_gguf_info
 
 BAR_WIDTH = 40
 CACHE_OPTIONS = [(t, t) for t in CACHE_TYPES]

@@ -37,7 +37,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from llmtop.sources.gguf_info import GgufInfo
+from llmtop.model.gguf import GgufInfo
 
 MiB = 1024 * 1024
 CTX_PAD = 256
