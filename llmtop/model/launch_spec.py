@@ -5,8 +5,8 @@ llama-server reads an option from its flag (`-ngl 35`, `--n-gpu-layers=35` …) 
 `LLAMA_ARG_*` environment variable; the flag wins (precedence: config < env < CLI). Values that
 are given nowhere take llama-server's defaults (host 127.0.0.1, port 8080, ctx 0 …).
 
-Anything displayed goes through `redacted()` / `redact_argv()` / `redact_env()`: API keys
-become "***".
+Anything displayed goes through `redacted()` / `redacted_env()`, which use the one rule set in
+`llmtop.model.redaction`: API keys become "***".
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-REDACTED = "***"
+from llmtop.model.redaction import REDACTED, redact_argv, redact_env
 
 # -ngl words → numbers (common/arg.cpp): auto = -1 (the default), all = -2.
 GPU_LAYERS_AUTO = -1
@@ -86,8 +86,6 @@ for _o in OPTIONS:
     for _s in _o.negative:
         _BY_SPELLING[_s] = (_o, False)
 
-# Environment variables whose values are secrets (also shown redacted in `KEY=VALUE` form).
-SECRET_ENV = frozenset({"LLAMA_API_KEY", "LLAMA_ARG_API_KEY", "LLMTOP_API_KEY", "HF_TOKEN"})
 
 _TRUE_WORDS = frozenset({"1", "true", "on", "yes", "enabled", "enable"})
 _FALSE_WORDS = frozenset({"0", "false", "off", "no", "disabled", "disable"})
@@ -481,45 +479,3 @@ class LaunchSpec:
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment to run the child with: base (default os.environ) + env."""
         return {**(os.environ if base is None else base), **self.env}
-
-
-def redact_argv(argv: Iterable[str]) -> list[str]:
-    """argv for display: values of --api-key/--hf-token (any spelling) and KEY=… secrets → ***."""
-    out: list[str] = []
-    hide_next = False
-    for tok in argv:
-        tok = str(tok)
-        if hide_next:
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        if tok.startswith("-"):
-            flag, eq, _ = tok.partition("=")
-            hit = _BY_SPELLING.get(_normalise_flag(flag))
-            if hit is not None and hit[0].secret:
-                if eq:
-                    out.append(f"{flag}={REDACTED}")
-                else:
-                    out.append(tok)
-                    hide_next = True
-                continue
-        else:
-            key, eq, _ = tok.partition("=")
-            if eq and key in SECRET_ENV:
-                out.append(f"{key}={REDACTED}")
-                continue
-        out.append(tok)
-    return out
-
-
-def redact_env(env: Mapping[str, str]) -> dict[str, str]:
-    """env for display: secret variables' values → ***."""
-    return {k: (REDACTED if k in SECRET_ENV else v) for k, v in env.items()}
-
-
-def redact_env_line(line: str) -> str:
-    """One `KEY=VALUE` string for display (systemd Environment= entries and the like)."""
-    key, eq, _ = line.partition("=")
-    if eq and key.strip() in SECRET_ENV:
-        return f"{key}={REDACTED}"
-    return line

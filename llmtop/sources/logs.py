@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from llmtop.model.redaction import Redactor
+
 LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -176,8 +178,14 @@ def detect_event(text: str, time: float) -> LogEvent | None:
 class LogStore:
     """Bounded, thread-safe store of log lines and the events picked out of them."""
 
-    def __init__(self, maxlen: int = 10_000, max_events: int = 200) -> None:
+    def __init__(
+        self, maxlen: int = 10_000, max_events: int = 200, redactor: Redactor | None = None
+    ) -> None:
         self._lock = threading.Lock()
+        # Every line is redacted on its way in (child output, journal, llmtop's own notes), so
+        # no reader — panel, search, snapshot, history — can ever see a key. The supervisor and
+        # the unit session tell it the keys they know (`redactor.add`).
+        self.redactor = redactor or Redactor()
         self._lines: deque[LogLine] = deque(maxlen=maxlen)
         self._events: deque[LogEvent] = deque(maxlen=max_events)
         self._seq = 0
@@ -189,6 +197,7 @@ class LogStore:
         self, text: str, stream: str, t: float, level: str | None
     ) -> tuple[LogLine, LogEvent | None]:
         # caller holds the lock
+        text = self.redactor(text)
         self._seq += 1
         if level is None:
             level = classify_level(text)
@@ -243,6 +252,7 @@ class LogStore:
     ) -> LogEvent:
         """llmtop's own event (exited, restarting, crash_loop …): an event and an "llmtop" line."""
         t = _time.time() if time is None else time
+        message = self.redactor(message)
         ev = LogEvent(t, kind, message, severity)
         level = {"critical": "error", "warning": "warning"}.get(severity, "info")
         with self._lock:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmtop.model.redaction import redact_argv, redact_environment
 from llmtop.snapshot import Alert, UnitStatus
 
 if TYPE_CHECKING:
@@ -48,9 +49,6 @@ SHOW_PROPERTIES = (
     "SyslogIdentifier",
     "Description",
 )
-
-_SECRET_ENV = ("LLAMA_API_KEY", "LLAMA_ARG_API_KEY")
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 
 
 class SystemctlError(RuntimeError):
@@ -221,34 +219,8 @@ def _int_or_none(value: str | None) -> int | None:
         return None
 
 
-def redact_environment(env: Mapping[str, str]) -> tuple[str, ...]:
-    out = []
-    for key, value in env.items():
-        secret = key in _SECRET_ENV or any(w in key.upper() for w in _SECRET_WORDS)
-        out.append(f"{key}={'***' if secret and value else value}")
-    return tuple(out)
-
-
 def _redact(argv: Sequence[str]) -> tuple[str, ...]:
-    try:
-        from llmtop.model.launch_spec import redact_argv
-
-        return tuple(redact_argv(list(argv)))
-    except ImportError:  # pragma: no cover - launch_spec is part of the package
-        out: list[str] = []
-        hide = False
-        for a in argv:
-            if hide:
-                out.append("***")
-                hide = False
-            elif a == "--api-key":
-                out.append(a)
-                hide = True
-            elif a.startswith("--api-key="):
-                out.append("--api-key=***")
-            else:
-                out.append(a)
-        return tuple(out)
+    return tuple(redact_argv(argv))
 
 
 def is_llama_server_argv(argv: Sequence[str]) -> bool:
