@@ -94,6 +94,11 @@ async def take_snapshot(collector: Collector, interval_s: float = 1.0) -> Snapsh
     first = await collector.collect()
     if first.server.health in ("unreachable",) or interval_s <= 0:
         return first
+    gpu = getattr(collector, "gpu_monitor", None)
+    if gpu is not None and first.server.pid is not None:
+        # The first tick told the GPU monitor the server's pid: read the GPUs again knowing it
+        # (the server's VRAM), instead of the reading taken before the server was found.
+        await asyncio.to_thread(gpu.sample_once)
     await asyncio.sleep(interval_s)
     return await collector.collect()
 
