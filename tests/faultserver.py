@@ -13,6 +13,7 @@ URL shows recovery when the fault is cleared. Listens on 127.0.0.1, ephemeral po
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
@@ -40,7 +41,8 @@ class FaultServer:
         self.upstream = upstream.rstrip("/") if upstream else None
         self.fault: Fault | None = fault
         self.paths = paths
-        self.requests: list[str] = []
+        self.requests: list[str] = []  # "GET /path", in arrival order
+        self.request_times: list[float] = []  # time.monotonic() of each, same order
         self._release = threading.Event()
         self._http = httpx.Client(timeout=30.0, trust_env=False)  # shared by handler threads
         outer = self
@@ -88,6 +90,7 @@ class FaultServer:
     # -- request handling ------------------------------------------------------------------
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         path = h.path.split("?", 1)[0]
+        self.request_times.append(time.monotonic())
         self.requests.append(f"{method} {path}")
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""

@@ -112,15 +112,33 @@ async def test_disabled_slots_and_metrics_then_enabled_after_restart(server_fact
 
 @pytest.mark.real_server
 async def test_metrics_reprobed_while_server_stays_up(server_factory) -> None:
-    """A disabled endpoint is asked again at the lower cadence, not switched off for good."""
+    """A disabled endpoint is asked again at the lower cadence, not switched off for good.
+
+    The real server has no --metrics (501); a pass-through FaultServer logs what is asked."""
     srv = server_factory()
-    async with LlamaClient(srv.url, disabled_retry_s=0.3) as client:
-        await client.poll()
-        calls_before = client.polls
-        await poll_until(client, lambda s: client.polls > calls_before + 3)
-        s = await client.poll()
-    assert s.endpoint_metrics is False
-    assert s.health == "ok"
+    retry_s = 0.3
+    with FaultServer(upstream=srv.url) as fs:
+        async with LlamaClient(fs.url, disabled_retry_s=retry_s) as client:
+
+            def metrics_asks() -> list[float]:
+                return [t for t, r in zip(fs.request_times, fs.requests, strict=True)
+                        if r == "GET /metrics"]  # fmt: skip
+
+            first = await client.poll()
+            assert first.endpoint_metrics is False and len(metrics_asks()) == 1
+            polls_before = client.polls
+            again = await client.poll()  # right away: /metrics is not asked on every poll
+            assert again.health == "ok" and len(metrics_asks()) == 1, fs.requests
+            assert fs.requests.count("GET /health") == 2
+            s = await poll_until(client, lambda s: len(metrics_asks()) >= 3)
+            polls = client.polls - polls_before
+    asks = metrics_asks()
+    assert s.endpoint_metrics is False and s.health == "ok"
+    assert "/metrics disabled — start llama-server with --metrics" in s.problems
+    # asked again and again, at the lower cadence: not on every poll, and over at least
+    # disabled_retry_s (the first ask ends a longer first poll: its own time is not counted)
+    assert polls > len(asks) - 1, (polls, asks)
+    assert asks[-1] - asks[0] >= retry_s, asks
 
 
 @pytest.mark.real_server
