@@ -3,6 +3,9 @@ mode): a good change is applied, failing arguments are rolled back to the last k
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -160,38 +163,58 @@ def wide_model(tmp_path: Path) -> Path:
     return write_tiny_model(tmp_path / "wide.gguf", TinyModelShape(n_ctx_train=4096, **WIDE))
 
 
-def impossible_ctx() -> int:
-    """A ctx whose KV cache is twice RAM + swap: malloc refuses it at once under the kernel's
-    heuristic overcommit (mode 0). Other modes might hand the memory out and let the OOM killer
-    loose, so the test does not run there."""
-    mode = Path("/proc/sys/vm/overcommit_memory").read_text().strip()
-    if mode != "0":
-        pytest.skip(f"vm.overcommit_memory = {mode}: an impossible allocation is not refused")
-    info = dict(
-        line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line
-    )
-    total = sum(int(info[k].split()[0]) * 1024 for k in ("MemTotal", "SwapTotal") if k in info)
-    return (2 * total // WIDE_KV_BYTES_PER_CELL // 256 + 1) * 256
+# The child runs under `prlimit --as` (argv, no shell; prlimit execs llama-server, same pid): an
+# address-space limit makes the KV cache's allocation fail at once whatever the machine's RAM or
+# vm.overcommit_memory mode, and nothing is ever touched. The tiny server fits well inside it.
+CHILD_ADDRESS_SPACE = 4 << 30
+IMPOSSIBLE_CTX = (2 * CHILD_ADDRESS_SPACE // WIDE_KV_BYTES_PER_CELL // 256 + 1) * 256  # KV: 8 GiB
+
+
+def limited_argv(argv: list[str]) -> list[str]:
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        from tests.conftest import missing_component
+
+        missing_component("prlimit (util-linux) not found: it limits the child's address space")
+    assert prlimit is not None
+    return [prlimit, f"--as={CHILD_ADDRESS_SPACE}", "--", *argv]
 
 
 @pytest.mark.real_server
 async def test_impossible_ctx_is_rolled_back(llama_server_bin: Path, tmp_path: Path) -> None:
-    ctx = impossible_ctx()
     model = wide_model(tmp_path)
-    spec = LaunchSpec.from_argv(server_argv(llama_server_bin, model, free_port(), "-fit", "off"))
+    argv = server_argv(llama_server_bin, model, free_port(), "-fit", "off")
+    spec = LaunchSpec.from_argv(limited_argv(argv))
+    assert spec.ctx_size == 512 and spec.port == int(argv[argv.index("--port") + 1])
     sup = ChildSupervisor(spec, LogStore())
     try:
         await sup.start()
+        # the limit leaves the tiny context room to run
+        deadline = time.monotonic() + 60
+        while sup.status().state != "ready":
+            assert sup.status().state != "failed", sup.log_store.tail_errors()
+            assert time.monotonic() < deadline, sup.status()
+            await asyncio.sleep(0.05)
+        bad = spec.with_option("ctx_size", IMPOSSIBLE_CTX)
+        assert bad.argv[:3] == spec.argv[:3] and bad.ctx_size == IMPOSSIBLE_CTX
         rec = await apply_with_rollback(
             sup,  # type: ignore[arg-type]
-            spec.with_option("ctx_size", ctx),
+            bad,
             health_url=spec.url + "/health",
             timeout_s=60.0,
             log_store=sup.log_store,
         )
-        assert rec.result == "rolled_back"
         print("\n" + rec.summary())
-        assert rec.reason and rec.reason.startswith("oom") and "kv cache" in rec.reason
+        # what the operator is told: rolled back, because of an out-of-memory in the KV cache
+        assert rec.result == "rolled_back"
+        assert rec.reason and rec.reason.startswith("oom: ")
+        assert "failed to allocate buffer for kv cache" in rec.reason
+        assert "insufficient memory (attempted to allocate 8194.00 MB)" in rec.reason
+        assert f"--ctx-size 512 → {IMPOSSIBLE_CTX}  rolled_back — oom: " in rec.summary()
+        ooms = [e for e in sup.log_store.events() if e.kind == "oom"]
+        assert ooms and ooms[-1].severity == "critical", sup.log_store.events()
+        assert any("failed to allocate" in ln.text for ln in sup.log_store.lines())
+        # and the server is back on the known-good arguments
         assert sup.spec == spec and sup.status().state == "ready"
         assert await _n_ctx(spec.url) == 512
     finally:
