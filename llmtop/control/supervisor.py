@@ -29,10 +29,11 @@ import httpx
 
 from llmtop.model.launch_spec import LaunchSpec
 from llmtop.snapshot import SupervisorStatus
-from llmtop.sources.logs import LogStore
+from llmtop.sources.logs import KEEP_CHARS, LogStore, truncation_marker
 
-# A line longer than this is cut into pieces (llama-server never writes such lines).
-MAX_LINE_BYTES = 1 << 20
+# A line longer than this keeps its head and says how many bytes were cut (the rest is read and
+# thrown away, never buffered): a 10 MB prompt dump or a binary flood costs no memory.
+MAX_LINE_BYTES = KEEP_CHARS
 _READ_CHUNK = 1 << 16
 
 
@@ -69,6 +70,13 @@ def _killpg(pgid: int, sig: int) -> bool:
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def _term(pgid: int) -> None:
+    """SIGTERM, then SIGCONT (as systemd does): a stopped (SIGSTOP) server cannot act on the
+    SIGTERM until it runs again, and would otherwise sit out the whole stop timeout."""
+    _killpg(pgid, signal.SIGTERM)
+    _killpg(pgid, signal.SIGCONT)
 
 
 def _exited(pid: int) -> bool:
@@ -147,7 +155,13 @@ class ChildSupervisor:
             argv=tuple(self.spec.redacted()),
             next_restart_in_s=nxt,
             can_control=True,
+            recent_failures=self.recent_failures(),
         )
+
+    def recent_failures(self) -> int:
+        """Failures within the policy's burst window (what the crash-loop rule counts)."""
+        now = time.monotonic()
+        return sum(1 for at in self._failures if now - at <= self.policy.burst_window_s)
 
     @property
     def running(self) -> bool:
@@ -207,7 +221,7 @@ class ChildSupervisor:
             return
         limit = self.policy.stop_timeout_s if timeout is None else timeout
         self.state = "stopping"
-        _killpg(pid, signal.SIGTERM)
+        _term(pid)
         if not _wait_exited(pid, limit):
             _killpg(pid, signal.SIGKILL)
             _wait_exited(pid, 5.0)
@@ -231,7 +245,7 @@ class ChildSupervisor:
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
         pgid = proc.pid
-        _killpg(pgid, signal.SIGTERM)
+        _term(pgid)
         try:
             await asyncio.wait_for(proc.wait(), self.policy.stop_timeout_s)
         except TimeoutError:
@@ -422,26 +436,44 @@ class ChildSupervisor:
         return "other"
 
     async def _pump(self, stream: asyncio.StreamReader, name: str, secret: str | None) -> None:
-        """Read a pipe in chunks; append whole lines in batches; never let a key through."""
-        buf = b""
+        """Read a pipe in chunks; append whole lines in batches; never let a key through.
+
+        Memory stays bounded whatever the child writes: a line keeps at most MAX_LINE_BYTES
+        and counts the bytes past that (shown as "… [truncated N bytes]")."""
+        buf = bytearray()  # the unfinished line, at most MAX_LINE_BYTES
+        dropped = 0  # bytes of that line thrown away
         while True:
             chunk = await stream.read(_READ_CHUNK)
             if not chunk:
                 break
-            buf += chunk
-            if b"\n" not in chunk and len(buf) < MAX_LINE_BYTES:
-                continue
-            parts = buf.split(b"\n")
-            buf = parts.pop()
-            if len(buf) >= MAX_LINE_BYTES:
-                parts.append(buf)
-                buf = b""
-            self._add_lines(parts, name, secret)
-        if buf:
-            self._add_lines([buf], name, secret)
+            parts = chunk.split(b"\n")
+            tail = parts.pop()  # after the last newline (b"" when the chunk ended with one)
+            lines: list[tuple[bytes, int]] = []
+            for i, part in enumerate(parts):
+                if i == 0 and (buf or dropped):  # ends the line carried over
+                    room = MAX_LINE_BYTES - len(buf)
+                    buf += part[:room]
+                    lines.append((bytes(buf), dropped + max(0, len(part) - room)))
+                    buf.clear()
+                    dropped = 0
+                elif len(part) > MAX_LINE_BYTES:
+                    lines.append((part[:MAX_LINE_BYTES], len(part) - MAX_LINE_BYTES))
+                else:
+                    lines.append((part, 0))
+            room = MAX_LINE_BYTES - len(buf)
+            buf += tail[:room]
+            dropped += max(0, len(tail) - room)
+            if lines:
+                self._add_lines(lines, name, secret)
+        if buf or dropped:
+            self._add_lines([(bytes(buf), dropped)], name, secret)
 
-    def _add_lines(self, parts: list[bytes], name: str, secret: str | None) -> None:
-        texts = [p.decode("utf-8", "replace").rstrip("\r") for p in parts]
+    def _add_lines(self, parts: list[tuple[bytes, int]], name: str, secret: str | None) -> None:
+        """(head, bytes cut) pairs → LogStore lines; invalid UTF-8 becomes U+FFFD."""
+        texts = [
+            p.decode("utf-8", "replace").rstrip("\r") + (truncation_marker(cut) if cut else "")
+            for p, cut in parts
+        ]
         if secret:
             texts = [t.replace(secret, "***") if secret in t else t for t in texts]
         events = self.log_store.extend((t, name) for t in texts)

@@ -7,6 +7,11 @@ or words such as "error" / "out of memory") and may raise an event: milestones (
 model loaded, listening) and failures (out of memory, failed to load, couldn't bind …).
 
 Classification is cheap: plain substring tests, no regular expressions.
+
+What the server writes is not trusted: a line longer than `MAX_LINE_CHARS` keeps its head and
+ends in "… [truncated N bytes]", control characters become visible stand-ins (an ESC sequence
+in a log line must not reach the operator's terminal), and the store is bounded by characters
+(`max_chars`) as well as by lines, so a flood of huge lines cannot take the memory.
 """
 
 from __future__ import annotations
@@ -21,6 +26,37 @@ from dataclasses import dataclass
 from llmtop.model.redaction import Redactor
 
 LEVELS = ("debug", "info", "warning", "error")
+
+# The longest line kept, in characters. llama-server's own lines are far shorter; a prompt dump
+# (-v logs request bodies) or binary garbage on stdout can be megabytes without a newline.
+MAX_LINE_CHARS = 8192
+# What a cut line keeps, leaving room for the marker within MAX_LINE_CHARS (so cutting twice
+# changes nothing: the supervisor cuts bytes in its pipe reader, the store cuts characters).
+KEEP_CHARS = MAX_LINE_CHARS - 64
+# Redaction reads this far past the cut so a key straddling it is hidden whole, not half shown.
+_REDACT_SLACK = 512
+# Characters kept over all lines (~16 MiB of text per 8 M ASCII characters): with 10 000 lines
+# of MAX_LINE_CHARS each the line bound alone would allow ~80 M characters.
+MAX_STORE_CHARS = 8_000_000
+
+# C0 controls (tab excepted), DEL and C1 controls → visible stand-ins (␛ ␇ ␍ …, U+FFFD for C1).
+_CONTROL_PICTURES = {c: 0x2400 + c for c in range(32) if c != 9} | {0x7F: 0x2421}
+_CONTROL_PICTURES |= {c: 0xFFFD for c in range(0x80, 0xA0)}
+
+
+def truncation_marker(dropped_bytes: int) -> str:
+    """What ends a cut line: says that, and how much, is missing."""
+    return f" … [truncated {dropped_bytes} bytes]"
+
+
+def clean_line(text: str) -> str:
+    """A line as the store keeps it: at most MAX_LINE_CHARS, no control characters."""
+    if len(text) > MAX_LINE_CHARS:
+        dropped = len(text[KEEP_CHARS:].encode("utf-8", "replace"))
+        text = text[:KEEP_CHARS] + truncation_marker(dropped)
+    if not text.isprintable():  # fast C check; the translate runs only for odd lines
+        text = text.translate(_CONTROL_PICTURES)
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +215,15 @@ class LogStore:
     """Bounded, thread-safe store of log lines and the events picked out of them."""
 
     def __init__(
-        self, maxlen: int = 10_000, max_events: int = 200, redactor: Redactor | None = None
+        self,
+        maxlen: int = 10_000,
+        max_events: int = 200,
+        redactor: Redactor | None = None,
+        max_chars: int = MAX_STORE_CHARS,
     ) -> None:
         self._lock = threading.Lock()
+        self.max_chars = max_chars
+        self._chars = 0  # characters in the kept lines
         # Every line is redacted on its way in (child output, journal, llmtop's own notes), so
         # no reader — panel, search, snapshot, history — can ever see a key. The supervisor and
         # the unit session tell it the keys they know (`redactor.add`).
@@ -197,12 +239,22 @@ class LogStore:
         self, text: str, stream: str, t: float, level: str | None
     ) -> tuple[LogLine, LogEvent | None]:
         # caller holds the lock
-        text = self.redactor(text)
+        if len(text) > MAX_LINE_CHARS:  # redact a bounded head (the rest is cut), not megabytes
+            head = MAX_LINE_CHARS + _REDACT_SLACK
+            text = clean_line(self.redactor(text[:head]) + text[head:])
+        else:
+            text = clean_line(self.redactor(text))
         self._seq += 1
         if level is None:
             level = classify_level(text)
         line = LogLine(self._seq, t, text, stream, level)
-        self._lines.append(line)
+        lines = self._lines
+        if len(lines) == lines.maxlen:
+            self._chars -= len(lines[0].text)  # the append below drops it
+        lines.append(line)
+        self._chars += len(text)
+        while self._chars > self.max_chars and len(lines) > 1:
+            self._chars -= len(lines.popleft().text)
         ev = None
         if stream != "llmtop":
             ev = detect_event(text, t)
@@ -265,6 +317,7 @@ class LogStore:
         with self._lock:
             self._lines.clear()
             self._events.clear()
+            self._chars = 0
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -276,6 +329,11 @@ class LogStore:
     @property
     def last_seq(self) -> int:
         return self._seq
+
+    @property
+    def stored_chars(self) -> int:
+        """Characters in the kept lines (bounded by max_chars)."""
+        return self._chars
 
     def __len__(self) -> int:
         return len(self._lines)
