@@ -15,7 +15,15 @@ Changing launch arguments writes `/etc/systemd/system/UNIT.d/50-llmtop.conf` (us
 `$XDG_CONFIG_HOME/systemd/user/UNIT.d/50-llmtop.conf`) that resets and replaces ExecStart,
 then daemon-reload and restart. The write is atomic (temp file + rename), mode 0644, and the
 previous drop-in is kept as `50-llmtop.conf.bak` (systemd only reads `*.conf`). The unit file
-itself is never edited. `revert()` removes the drop-in (kept as .bak), reloads and restarts.
+itself is never edited.
+
+A drop-in never holds a secret: it is world-readable like every unit file. A key that came on
+the command line (`--api-key K`) moves to `UNIT.d/llmtop-api-key` (mode 0600, owned by the
+unit's User=) and the drop-in passes `--api-key-file` instead; other secret variables go to
+`UNIT.d/llmtop-secrets.env` (0600, read by the service manager) through `EnvironmentFile=`. Keys
+the unit already keeps out of its argv (EnvironmentFile=, `--api-key-file`, LoadCredential=)
+stay as they are. Backups (`.bak`) written by older llmtop versions with a key inside are
+rewritten the same way the next time llmtop touches the directory. `revert()` removes the drop-in (kept as .bak), reloads and restarts.
 Quitting llmtop never touches the unit.
 """
 
@@ -31,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmtop.model.redaction import is_secret_env, is_secret_flag
 from llmtop.snapshot import SupervisorStatus, UnitStatus
 from llmtop.sources.unit_status import Systemctl, SystemctlError, UnitMonitor, user_unit_dir
 
@@ -39,6 +48,9 @@ if TYPE_CHECKING:
     from llmtop.sources.journal import JournalFollower
 
 DROP_IN_NAME = "50-llmtop.conf"
+KEY_FILE_NAME = "llmtop-api-key"
+SECRETS_ENV_NAME = "llmtop-secrets.env"
+SECRET_MODE = 0o600
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 
 _DENIED_WORDS = (
@@ -147,7 +159,11 @@ def environment_lines(env: Mapping[str, str]) -> list[str]:
 
 
 def drop_in_text(
-    unit: str, user: bool, argv: Sequence[str], env_changes: Mapping[str, str] | None = None
+    unit: str,
+    user: bool,
+    argv: Sequence[str],
+    env_changes: Mapping[str, str] | None = None,
+    environment_file: Path | None = None,
 ) -> str:
     scope = " --user" if user else ""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -158,35 +174,157 @@ def drop_in_text(
         "ExecStart=",
         exec_start_line(argv),
         *environment_lines(env_changes or {}),
+        *([f"EnvironmentFile={systemd_quote(str(environment_file))}"] if environment_file else []),
     ]
     return "\n".join(body) + "\n"
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> Path | None:
+def atomic_write(
+    path: Path,
+    text: str,
+    mode: int = 0o644,
+    *,
+    backup_text: str | None = None,
+    keep_backup: bool = True,
+    owner: tuple[int, int] | None = None,
+) -> Path | None:
     """Write `text` to `path` atomically (temp file in the same directory, fsync, rename).
 
-    An existing file is first copied to `<name>.bak`; returns the backup path (or None)."""
+    An existing file is first copied to `<name>.bak` (as `backup_text` when given: the caller's
+    scrubbed copy); returns the backup path (or None). The file is created with `mode` from the
+    start (never briefly readable by others) and chowned to `owner` before it is renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     backup: Path | None = None
-    if path.exists():
+    if keep_backup and path.exists():
         backup = path.with_name(path.name + ".bak")
         tmp_bak = path.with_name(f".{path.name}.bak.tmp")
-        tmp_bak.write_bytes(path.read_bytes())
+        data = path.read_bytes() if backup_text is None else backup_text.encode()
+        fd = os.open(tmp_bak, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp_bak, mode)
         os.replace(tmp_bak, backup)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a stale temp file from a crash could carry a looser mode
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)  # umask must not change the mode
+        if owner is not None:
+            os.chown(tmp, *owner)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return backup
+
+
+# -- secrets out of world-readable files ---------------------------------------------------------
+
+_API_KEY_ENV = ("LLAMA_API_KEY", "LLAMA_ARG_API_KEY")
+# `--api-key V` / `--api-key=V` inside an ExecStart= line written by systemd_quote (old drop-ins).
+_KEY_IN_DROP_IN = re.compile(
+    r"(?<![\w-])--api[-_]key(?:=|[ \t]+)(?P<value>\"(?:[^\"\\]|\\.)*\"|[^\s\"\\]+)"
+)
+_ENV_LINE = re.compile(r'^Environment=(?P<body>"(?:[^"\\]|\\.)*"|\S+)[ \t]*$', re.M)
+
+
+def _systemd_unquote(word: str) -> str:
+    if len(word) >= 2 and word[0] == word[-1] == '"':
+        word = word[1:-1]
+        out, i = [], 0
+        while i < len(word):
+            if word[i] == "\\" and i + 1 < len(word):
+                out.append({"n": "\n", "t": "\t"}.get(word[i + 1], word[i + 1]))
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
+        word = "".join(out)
+    return word.replace("%%", "%").replace("$$", "$")
+
+
+def key_file_text(keys: str) -> str:
+    """llama-server's --api-key-file format: one key per line (a comma list splits)."""
+    return "".join(k.strip() + "\n" for k in keys.split(",") if k.strip())
+
+
+def env_file_text(env: Mapping[str, str]) -> str:
+    """An EnvironmentFile= body (systemd reads NAME=VALUE lines; quotes keep spaces)."""
+    lines = []
+    for k, v in env.items():
+        q = v.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'{k}="{q}"')
+    return "\n".join(lines) + "\n"
+
+
+def scrub_drop_in_text(text: str, key_file: Path) -> tuple[str, str | None, dict[str, str]]:
+    """A drop-in's text with its secrets taken out: (text, api key or None, other secrets).
+
+    `--api-key V` becomes `--api-key-file KEY_FILE`; `Environment="SECRET=V"` lines go (their
+    values are returned for an EnvironmentFile). For drop-ins and backups written before llmtop
+    kept keys out of them."""
+    key: str | None = None
+    env: dict[str, str] = {}
+
+    def sub_key(m: re.Match[str]) -> str:
+        nonlocal key
+        key = key or _systemd_unquote(m.group("value"))
+        return f"--api-key-file {systemd_quote(str(key_file))}"
+
+    text = _KEY_IN_DROP_IN.sub(sub_key, text)
+
+    def sub_env(m: re.Match[str]) -> str:
+        nonlocal key
+        body = _systemd_unquote(m.group("body"))
+        name, eq, value = body.partition("=")
+        if not eq or not is_secret_env(name):
+            return m.group(0)
+        if name in _API_KEY_ENV:
+            key = key or value
+        else:
+            env[name] = value
+        return f"# {name}: moved out of this file by llmtop"
+
+    text = _ENV_LINE.sub(sub_env, text)
+    return text, key, env
+
+
+def split_secrets(
+    spec: LaunchSpec, env_changes: Mapping[str, str], key_file: Path
+) -> tuple[LaunchSpec, dict[str, str], str | None, dict[str, str]]:
+    """(spec without secrets in argv, env changes without secrets, api key, other secrets).
+
+    An `--api-key` on the command line is replaced by `--api-key-file key_file`; `--hf-token` and
+    secret variables come back separately for an EnvironmentFile. Keys the spec does not pass on
+    its command line or in `env_changes` are left where they are."""
+    changes = dict(env_changes)
+    key: str | None = None
+    other: dict[str, str] = {}
+    if spec.flag_value("api_key") is not None:
+        key = spec.flag_value("api_key")
+        spec = spec.with_option("api_key", None)
+    token = spec.flag_value("hf_token")
+    if token is not None:
+        other["HF_TOKEN"] = token
+        spec = spec.with_option("hf_token", None)
+    for name in list(changes):
+        if not is_secret_env(name):
+            continue
+        value = changes.pop(name)
+        if name in _API_KEY_ENV:
+            key = key or value
+        else:
+            other[name] = value
+    if key:
+        spec = spec.with_option("api_key_file", str(key_file))
+    if any(is_secret_flag(tok.split("=", 1)[0]) for tok in spec.argv[1:]):
+        raise UnitError("a secret flag is still on the command line; nothing was written")
+    return spec, changes, key, other
 
 
 _STATE = {
@@ -355,12 +493,69 @@ class UnitController:
     async def daemon_reload(self) -> None:
         await self._systemctl("reload", "daemon-reload")
 
+    @property
+    def key_file_path(self) -> Path:
+        return self.drop_in_dir / KEY_FILE_NAME
+
+    @property
+    def secrets_env_path(self) -> Path:
+        return self.drop_in_dir / SECRETS_ENV_NAME
+
+    def _secret_owner(self) -> tuple[int, int] | None:
+        """Who must read the key file: the unit's User= (system units), else whoever we are."""
+        user = self.monitor.last_properties.get("User") if not self.user else None
+        if not user:
+            return None
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            return None
+        return pw.pw_uid, pw.pw_gid
+
+    def scrub_backups(self) -> list[Path]:
+        """Rewrite llmtop's drop-in and its backup if they hold a key (older llmtop versions
+        wrote one there): the key moves to a 0600 file beside them. Returns what was rewritten."""
+        rewritten: list[Path] = []
+        for path in (self.drop_in_path, self.drop_in_path.with_name(DROP_IN_NAME + ".bak")):
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            suffix = ".bak" if path.name.endswith(".bak") else ""
+            key_file = self.drop_in_dir / (KEY_FILE_NAME + suffix)
+            env_file = self.drop_in_dir / (SECRETS_ENV_NAME + suffix)
+            clean, key, env = scrub_drop_in_text(text, key_file)
+            if clean == text:
+                continue
+            owner = self._secret_owner()
+            if key:
+                atomic_write(key_file, key_file_text(key), SECRET_MODE, keep_backup=False,
+                             owner=owner)  # fmt: skip
+            if env:
+                atomic_write(env_file, env_file_text(env), SECRET_MODE, keep_backup=False)
+                clean += f"EnvironmentFile={systemd_quote(str(env_file))}\n"
+            atomic_write(path, clean, keep_backup=False)
+            rewritten.append(path)
+        return rewritten
+
     def write_drop_in(self, spec: LaunchSpec) -> Path:
-        """Write the drop-in for `spec` (blocking, small). Returns its path."""
+        """Write the drop-in for `spec` (blocking, small). Returns its path.
+
+        Secrets never go into the drop-in (see the module docstring)."""
         current_env = dict(self.monitor.spec.env) if self.monitor.spec is not None else {}
         changes = {k: v for k, v in dict(spec.env).items() if current_env.get(k) != v}
-        text = drop_in_text(self.name, self.user, list(spec.argv), changes)
         try:
+            self.scrub_backups()
+            spec, changes, key, other = split_secrets(spec, changes, self.key_file_path)
+            owner = self._secret_owner()
+            if key:
+                atomic_write(self.key_file_path, key_file_text(key), SECRET_MODE,
+                             keep_backup=False, owner=owner)  # fmt: skip
+            env_file = None
+            if other:
+                env_file = self.secrets_env_path
+                atomic_write(env_file, env_file_text(other), SECRET_MODE, keep_backup=False)
+            text = drop_in_text(self.name, self.user, list(spec.argv), changes, env_file)
             atomic_write(self.drop_in_path, text)
         except PermissionError as e:
             self.denied = True
@@ -375,6 +570,7 @@ class UnitController:
         if not path.exists():
             return False
         try:
+            self.scrub_backups()
             os.replace(path, path.with_name(path.name + ".bak"))
         except PermissionError as e:
             self.denied = True
@@ -407,6 +603,11 @@ def open_unit_session(
         name, user=user, command_prefix=command_prefix, monitor=monitor, log_store=log_store
     )
     status = monitor.read()
+    if monitor.spec is not None and hasattr(log_store, "redactor"):
+        # The journal may echo the unit's command line: its key is hidden by value too.
+        log_store.redactor.add(monitor.spec.api_key)
+    with contextlib.suppress(OSError):
+        controller.scrub_backups()
     ident = monitor.last_properties.get("SyslogIdentifier") or None
     follower = JournalFollower(
         controller.name,

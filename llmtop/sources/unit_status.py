@@ -42,6 +42,7 @@ SHOW_PROPERTIES = (
     "ExecMainStatus",
     "ExecStart",
     "Environment",
+    "User",
     "FragmentPath",
     "DropInPaths",
     "Restart",
