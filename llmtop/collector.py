@@ -65,6 +65,7 @@ class Collector:
         self._inflight: asyncio.Task[Snapshot] | None = None
         self._last_health: str | None = None
         self._unit_warning_since: dict[str, float] = {}
+        self._stopped_pid: int | None = None  # the server's process was stopped last tick
 
     @property
     def url(self) -> str:
@@ -124,15 +125,7 @@ class Collector:
     async def _collect(self) -> Snapshot:
         pid = self._known_pid()
         look_up = self.supervisor is None and self._unit is None
-        unit_task = (
-            asyncio.to_thread(self.unit_monitor.read) if self.unit_monitor is not None else None
-        )
-        server_r, host_r, unit_r = await asyncio.gather(
-            self.client.poll(),
-            asyncio.to_thread(self._host, pid, look_up),
-            unit_task if unit_task is not None else _none(),
-            return_exceptions=True,
-        )
+        server_r, host_r, unit_r = await self._gather(pid, look_up)
         now = time.time()
         if isinstance(server_r, asyncio.CancelledError):
             raise server_r
@@ -217,6 +210,62 @@ class Collector:
         self.last = snap
         return snap
 
+    async def _gather(self, pid: int | None, look_up: bool) -> tuple[object, object, object]:
+        """Server poll, host/process stats and unit status side by side (each result or its
+        exception).
+
+        A stopped server process (SIGSTOP: psutil says "stopped") cannot answer: its poll is
+        cancelled as soon as the process stats say so, and not even started while it stays
+        stopped, so the dashboard says "not responding" at once instead of after the poll's
+        timeout, and no connection piles up in the stopped server's accept queue."""
+        loop = asyncio.get_running_loop()
+        host_f = loop.create_task(asyncio.to_thread(self._host, pid, look_up))
+        unit_f = (
+            loop.create_task(asyncio.to_thread(self.unit_monitor.read))
+            if self.unit_monitor is not None
+            else None
+        )
+        poll_f = None if self._stopped_pid is not None else loop.create_task(self.client.poll())
+        try:
+            host_r: object
+            try:
+                host_r = await host_f
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
+                host_r = exc
+            stopped = _stopped_pid(host_r)
+            self._stopped_pid = stopped
+            server_r: object
+            if stopped is not None:
+                if poll_f is not None:
+                    poll_f.cancel()
+                    with contextlib.suppress(BaseException):
+                        await poll_f
+                server_r = ServerStatus(
+                    url=self.client.url,
+                    health="unreachable",
+                    detail=f"not responding: process {stopped} is stopped",
+                )
+            else:
+                if poll_f is None:
+                    poll_f = loop.create_task(self.client.poll())
+                try:
+                    server_r = await poll_f
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - reported by the caller
+                    server_r = exc
+            unit_r: object = None
+            if unit_f is not None:
+                try:
+                    unit_r = await unit_f
+                except Exception as exc:  # noqa: BLE001 - reported by the caller
+                    unit_r = exc
+            return server_r, host_r, unit_r
+        finally:
+            for f in (host_f, unit_f, poll_f):
+                if f is not None and not f.done():
+                    f.cancel()
+
     # -- the server, as the GPU sampler and the alert rules need it ---------------------------
     def server_spec(self) -> Any | None:
         """The server's LaunchSpec: the child's, or the unit's ExecStart (never blocks)."""
@@ -273,5 +322,9 @@ class Collector:
         return self.last_rates
 
 
-async def _none() -> None:
+def _stopped_pid(host_r: object) -> int | None:
+    """The server's pid when psutil says its process is stopped (SIGSTOP, a debugger)."""
+    proc = host_r[0].process if isinstance(host_r, tuple) else None
+    if proc is not None and proc.status in ("stopped", "tracing-stop"):
+        return int(proc.pid)
     return None

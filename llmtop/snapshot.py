@@ -70,6 +70,9 @@ class ProcessStats:
     threads: int | None = None
     uptime_s: float | None = None
     create_time: float | None = None
+    # psutil's word for the process state: running, sleeping, disk-sleep, stopped (SIGSTOP),
+    # tracing-stop, zombie … — how a hung server is told from a busy or a dead one.
+    status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class SupervisorStatus:
     argv: tuple[str, ...] = ()  # redacted: secrets are replaced by "***"
     next_restart_in_s: float | None = None
     can_control: bool = False
+    # Failures within the restart policy's burst window: 2 or more is a crash loop.
+    recent_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,9 @@ class GpuSample:
 
 @dataclass(frozen=True)
 class Alert:
-    kind: str  # vram_high, temp_near_slowdown, throttled, cpu_fallback, persistence_off, unit_* …
+    # vram_high, temp_near_slowdown, throttled, cpu_fallback, persistence_off, unit_check,
+    # server_down, server_not_responding, crash_loop, server_unauthorized …
+    kind: str
     severity: Severity
     message: str
     since: float  # unix time the condition started

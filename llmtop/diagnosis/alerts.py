@@ -1,4 +1,11 @@
-"""Alerts with hysteresis over snapshots: VRAM, temperature, throttling, CPU fallback, persistence.
+"""Alerts with hysteresis over snapshots: the server's life (down, not responding, crash loop,
+unauthorized), VRAM, temperature, throttling, CPU fallback, persistence.
+
+A server that is down, hung or crash-looping is the worst thing the dashboard can show, so it is
+an alert (critical) like any other: the alerts strip, `llmtop snapshot --json` and every other
+reader of `snapshot.alerts` see it, never "no alerts" under an "unreachable" header. The rules
+read only the snapshot: health and its detail (llama_http), the supervisor's state and recent
+failures, and the server process's state from psutil (`host.process.status`).
 
 `AlertEngine.evaluate(snapshot)` is pure apart from the engine's own state (when each condition
 started, which alerts are raised): same snapshots in, same alerts out. The collector calls it at
@@ -74,6 +81,35 @@ def spec_from_snapshot(snapshot: Snapshot) -> Any | None:
 
 THERMAL_REPORT_S = 5.0  # a "not throttled" verdict is at most this old
 
+# Failures within the restart policy's window that make a crash loop (one crash is a crash).
+CRASH_LOOP_FAILURES = 2
+# Supervisor states in which the server is down because it died (the operator did not stop it).
+_DIED_STATES = ("exited", "restarting", "failed")
+# Supervisor states of a server the operator stopped, or that is not started yet: no alert.
+_QUIET_STATES = ("stopped", "stopping")
+# Supervisor states of a server on its way up: a refused connection is expected, not an alert.
+_COMING_UP = ("starting", "loading")
+# psutil's process states, in the words the alert uses.
+PROCESS_STATE_WORDS = {
+    "stopped": "stopped (SIGSTOP)",
+    "tracing-stop": "stopped by a debugger (tracing stop)",
+    "disk-sleep": "in uninterruptible sleep (D state: waiting on disk or a driver)",
+    "zombie": "a zombie (it exited; nobody reaped it)",
+    "dead": "dead",
+}
+_STOPPED = ("stopped", "tracing-stop")
+
+
+def process_state_words(status: str | None) -> str | None:
+    """psutil's state in words ("stopped (SIGSTOP)"); None when unknown."""
+    if not status:
+        return None
+    return PROCESS_STATE_WORDS.get(status, status)
+
+
+def _timed_out(detail: str) -> bool:
+    return "timed out" in detail or "not responding" in detail
+
 
 class AlertEngine:
     """Keeps per-condition state between ticks so alerts rise and clear with hysteresis."""
@@ -123,6 +159,7 @@ class AlertEngine:
                     f"GPU{g.index} persistence mode is off: the driver re-initialises "
                     "when idle (slow first request, slow NVML) — run `sudo nvidia-smi -pm 1`",
                 )
+        self._server_life(seen, snapshot, now)
         self._cpu_fallback(seen, snapshot, now)
         for key in list(self._active):
             if key not in seen:
@@ -269,6 +306,92 @@ class AlertEngine:
             " — decode slows; see the thermal panel"
         )
         self._raise(seen, key, start, "critical" if hw else "warning", msg)
+
+    def _server_life(self, seen: set[tuple[str, int]], snapshot: Snapshot, now: float) -> None:
+        """server_down, server_not_responding, crash_loop (critical), server_unauthorized.
+
+        At most one of them at a time, the most specific: a crash loop over a plain exit, a
+        stopped or hung process over "unreachable". A server the operator stopped is no alert;
+        one on its way up is none either, unless it was already down (the alert stays up until
+        /health answers, so a crash → restart → load cycle is one alert, not a flicker)."""
+        s = snapshot.server
+        sup = snapshot.supervisor
+        state = sup.state if sup is not None and sup.mode != "attach" else None
+        if state in _QUIET_STATES or s.health == "ok":
+            return
+        proc = snapshot.host.process
+        pid = proc.pid if proc is not None else s.pid
+        pstate = proc.status if proc is not None else None
+        words = process_state_words(pstate)
+        down = ("server_down", -1)
+
+        if sup is not None and sup.recent_failures >= CRASH_LOOP_FAILURES and state != "ready":
+            last = f" (last: {sup.last_exit})" if sup.last_exit else ""
+            if state == "failed":
+                then = "llmtop stopped restarting it — fix the cause, then press r"
+            elif sup.next_restart_in_s is not None:
+                then = f"next restart in {sup.next_restart_in_s:.0f} s"
+            else:
+                then = "restarting it"
+            err = f"; its last error: {sup.last_error_lines[-1]}" if sup.last_error_lines else ""
+            msg = (
+                f"llama-server is crash-looping: it failed {sup.recent_failures} times in a "
+                f"short while{last}; {then}{err}"
+            )
+            self._raise(seen, ("crash_loop", -1), now, "critical", msg)
+            return
+
+        if pstate in _STOPPED or (s.health == "unreachable" and _timed_out(s.detail)):
+            where = f"process {pid} is {words}" if pid is not None and words else ""
+            if pstate in _STOPPED:
+                hint = f" — `kill -CONT {pid}` resumes it" if pid is not None else ""
+                msg = f"llama-server is not responding: {where}{hint}"
+            else:
+                alive = f"; {where}" if where else ""
+                msg = (
+                    f"llama-server is not responding: {s.detail or 'no answer'}{alive} — "
+                    "busy beyond its HTTP threads, deadlocked or swapping"
+                )
+            self._raise(seen, ("server_not_responding", -1), now, "critical", msg)
+            return
+
+        if state in _DIED_STATES:
+            how = "it did not start"
+            if sup is not None and sup.last_exit:
+                how = f"it exited ({sup.last_exit})"
+            if state == "failed":
+                then = "not restarting it — fix the cause, then press r"
+            elif sup is not None and sup.next_restart_in_s is not None:
+                then = f"restarting in {sup.next_restart_in_s:.0f} s"
+            else:
+                then = "restarting" if state == "restarting" else "not restarting it"
+            err = ""
+            if sup is not None and sup.last_error_lines:
+                err = f"; its last error: {sup.last_error_lines[-1]}"
+            self._raise(seen, down, now, "critical", f"llama-server is down: {how}, {then}{err}")
+            return
+
+        if s.health == "unreachable":
+            if state in _COMING_UP:
+                self._keep(seen, down)  # still down from before; not an alert while it starts
+                return
+            gone = f"; process {pid} is {words}" if pid is not None and words else ""
+            msg = f"llama-server is down: {s.detail or 'unreachable'} at {s.url}{gone}"
+            self._raise(seen, down, now, "critical", msg)
+            return
+
+        if s.health == "unauthorized":
+            self._raise(
+                seen,
+                ("server_unauthorized", -1),
+                now,
+                "warning",
+                f"llama-server refuses llmtop's API key: {s.detail} — nothing but /health can "
+                "be read",
+            )
+            return
+        if state in _COMING_UP or s.health == "loading":
+            self._keep(seen, down)
 
     def _cpu_fallback(self, seen: set[tuple[str, int]], snapshot: Snapshot, now: float) -> None:
         key = ("cpu_fallback", -1)

@@ -1,7 +1,9 @@
 """Host and server-process statistics from psutil (blocking: call from a thread).
 
 `ProcessSampler` keeps one `psutil.Process` per pid so `cpu_percent()` measures the interval
-between two calls (a fresh Process object would always say 0.0 the first time).
+between two calls (a fresh Process object would always say 0.0 the first time). It also reads
+the process state (`ProcessStats.status`: "stopped" after SIGSTOP, "zombie" …): a server that
+does not answer is hung, stopped or gone, and only the state tells which.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ProcessSampler:
                 mem = proc.memory_info()
                 threads = proc.num_threads()
                 created = proc.create_time()
+                status = proc.status()  # same /proc/PID/stat read as the rest (oneshot)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             self._procs.pop(pid, None)
             self._checked_at.pop(pid, None)
@@ -64,6 +67,7 @@ class ProcessSampler:
             threads=threads,
             uptime_s=max(0.0, time.time() - created),
             create_time=created,
+            status=str(status),
         )
 
     def host(self, pid: int | None = None) -> HostStats:
