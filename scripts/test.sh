@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check llmtop tests benchmarks scripts
+.venv/bin/ruff format --check llmtop tests benchmarks scripts
+# The layers of docs/ARCHITECTURE.md (contracts in pyproject.toml).
+.venv/bin/lint-imports
 .venv/bin/python -m pytest -ra "$@"
