@@ -1,12 +1,16 @@
 """The dashboard on injected snapshots (the collector's own message path): what the operator sees.
 
-No server here: snapshots arrive by `SnapshotReady`, as the collector's do; deterministic.
+Snapshots arrive by `SnapshotReady`, as the collector's do; deterministic. Only the periodic
+probe needs a real llama-server (a probe is a real request).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 
+import httpx
 import pytest
 
 from llmtop.session import DiscoveredTarget, Session
@@ -15,10 +19,11 @@ from llmtop.sources.logs import LogStore
 from llmtop.ui.app import LlmtopApp, SnapshotReady, create_app
 from llmtop.ui.panels.logs import LogsPanel
 from llmtop.ui.panels.prompt import PromptPanel
-from llmtop.ui.sample import SAMPLE_API_KEY, T0, load_sample, sample_app, sample_snapshot
+from llmtop.ui.sample import T0, load_sample, sample_app, sample_snapshot
 from llmtop.ui.screen_text import screen_text
 from llmtop.ui.screens.confirm import ConfirmScreen
 from llmtop.ui.screens.help import HelpScreen
+from tests.realserver import RunningServer
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +37,14 @@ def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
 async def _inject(app: LlmtopApp, pilot: object, snap: Snapshot) -> None:
     app.post_message(SnapshotReady(snap))
     await pilot.pause()  # type: ignore[attr-defined]
+
+
+async def wait_until(pilot: object, cond: Callable[[], object], timeout: float = 30.0) -> None:
+    """Let the app run until cond() holds (a deadline, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
+        await pilot.pause(0.02)  # type: ignore[attr-defined]
 
 
 async def test_overview_80x24_shows_the_essentials() -> None:
@@ -92,18 +105,47 @@ async def test_failed_child_shows_the_servers_error_lines() -> None:
     assert "failed to open /x.gguf" in text
 
 
-async def test_api_key_never_on_screen() -> None:
-    app = sample_app()
+SECRET = "sk-Zq8vX3kP9wLm2Rt7-panel"
+
+
+@pytest.mark.parametrize(
+    "key_args", [("--api-key", SECRET), (f"--api-key={SECRET}",)], ids=["separate", "equals"]
+)
+async def test_api_key_never_on_screen(key_args: tuple[str, ...]) -> None:
+    """The secret goes in as the operator types it (`llmtop -- llama-server … --api-key KEY`),
+    through the dashboard's own session builder, the supervisor's status and the panels."""
+    import argparse
+
+    from llmtop.commands import dashboard
+
+    parser = argparse.ArgumentParser()
+    dashboard.add_arguments(parser)
+    args = parser.parse_args([])
+    # the key first: the server panel's argv line is cut at its width, and must show the key
+    args.server_argv = ["/opt/llama.cpp/bin/llama-server", *key_args, "-m", "/srv/m.gguf",
+                        "--port", "8080"]  # fmt: skip
+    session = dashboard.build_session(args)
+    assert isinstance(session, Session) and session.controller is not None
+    assert session.api_key == SECRET  # the key reaches the HTTP client, not the screen
+    sup = session.controller.status()  # the real redaction path: spec → SupervisorStatus
+    assert SECRET not in repr(sup)
+    snap = dataclasses.replace(sample_snapshot(), supervisor=sup)
+    app = create_app(session, clock=lambda: T0, auto_collect=False)
     async with app.run_test(size=(160, 48)) as pilot:
-        await load_sample(app, pilot)
+        await _inject(app, pilot, snap)
+        await wait_until(pilot, lambda: "argv " in screen_text(app))
+        first = screen_text(app)
         seen = []
-        for key in "12345":
+        for key in "123451":
             await pilot.press(key)
             await pilot.pause()
             seen.append(screen_text(app))
             seen.append(app.export_screenshot())
-    assert app.session.api_key == SAMPLE_API_KEY
-    assert all(SAMPLE_API_KEY not in page for page in seen)
+    # the argv line is on screen, its key redacted: the check below looks at real text
+    argv_line = next(ln for ln in first.splitlines() if "argv " in ln)
+    assert "llama-server --api-key" in argv_line and "***" in argv_line, argv_line
+    assert all(SECRET not in page for page in [first, *seen])
+    assert all(SECRET[3:11] not in page for page in seen)  # not even a piece of it
 
 
 async def test_attach_mode_has_no_restart_action() -> None:
@@ -154,16 +196,15 @@ async def test_logs_panel_batches_follow_and_search() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await load_sample(app, pilot)
         await pilot.press("2")
-        await pilot.pause(0.3)
         panel = app.query_one(LogsPanel)
-        assert panel.log_view.line_count == len(store)
+        await wait_until(pilot, lambda: panel.log_view.line_count == len(store))
         text = screen_text(app)
         assert "listening on http://127.0.0.1:8080" in text  # a log line
         assert "✓ srv  llama_server: model loaded" in text  # events strip
         # 5 000 lines arrive at once: they land in one batch, none lost.
         before = panel.log_view.line_count
         store.extend((f"flood line {i}", "stdout") for i in range(5000))
-        await pilot.pause(0.3)
+        await wait_until(pilot, lambda: panel.log_view.line_count >= before + 5000)
         assert panel.log_view.line_count == before + 5000
         assert "flood line 4999" in screen_text(app)
         # pause: the view stops following
@@ -268,16 +309,43 @@ async def test_ctrl_c_and_q_quit() -> None:
         assert app.session._closed
 
 
-async def test_periodic_probe_toggles() -> None:
-    app = sample_app()
+def _tokens_predicted(srv: RunningServer) -> float:
+    for line in httpx.get(srv.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith("llamacpp:tokens_predicted_total"):
+            return float(line.split()[-1])
+    raise AssertionError("no tokens_predicted_total in /metrics")
+
+
+@pytest.mark.real_server
+async def test_periodic_probe_fires_real_probes_until_toggled_off(
+    llama_server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """P starts real probes on a timer (1 s here instead of 30 s); P again stops them. Nothing
+    else fires a probe: no key 'p', no collector."""
+    import llmtop.ui.app as app_module
+
+    monkeypatch.setattr(app_module, "PERIODIC_PROBE_S", 1.0)
+    session = Session(mode="attach", url=llama_server.url, log_store=LogStore())
+    app = create_app(session, auto_collect=False)
+    before = _tokens_predicted(llama_server)
     async with app.run_test(size=(100, 30)) as pilot:
-        await load_sample(app, pilot)
+        started = time.time()
         await pilot.press("P")
-        await pilot.pause()
-        assert "every 30 s" in screen_text(app)
+        await wait_until(pilot, lambda: "every 1 s" in screen_text(app))
+        await wait_until(pilot, lambda: len(app.series.probes) >= 2, timeout=60)
         await pilot.press("P")
-        await pilot.pause()
-        assert "every 30 s" not in screen_text(app)
+        await wait_until(pilot, lambda: "every 1 s" not in screen_text(app))
+        assert app._periodic_timer is None and app.periodic_probe_s is None
+        panel = app.query_one(PromptPanel)
+        await wait_until(pilot, lambda: not panel.running)  # a probe in flight may finish
+        probes = list(app.series.probes)
+    assert len(probes) >= 2
+    for probe in probes:
+        assert probe.ok and probe.tokens > 0, probe
+        assert probe.started_at >= started and probe.ttft_ms is not None
+    assert probes[1].started_at - probes[0].started_at >= 0.9  # on the timer, not back to back
+    # the server counted them: its /metrics says it generated (at least) those tokens
+    assert _tokens_predicted(llama_server) >= before + sum(p.tokens for p in probes)
 
 
 async def test_revert_key_outside_unit_mode_says_not_a_unit() -> None:
