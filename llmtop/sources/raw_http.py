@@ -1,11 +1,18 @@
-"""A minimal HTTP/1.1 client for plain http:// (https goes through httpx), in two forms.
+"""A small HTTP/1.1 client for plain http:// (https goes through httpx), in two forms.
+
+llmtop keeps its own sockets (for timing and for CPU) but not its own HTTP framing: requests are
+written and responses parsed by h11, the sans-I/O HTTP/1.1 state machine httpx is built on, so a
+malformed, truncated or hostile answer ends in a `RawHTTPError` in words rather than in a
+parsing bug of ours. Every size a server controls is bounded: the response head (and each chunk
+header) by `MAX_HEAD_BYTES`, a poll answer's body by `MAX_BODY_BYTES`.
 
 - `request()`, on asyncio streams, for the latency probe: it measures milliseconds, and a full
   HTTP client adds about that much of its own per request on a slow CPU. It writes the request in
   one call and hands back the body as it arrives (chunked or Content-Length), each piece stamped
-  with `time.perf_counter_ns()` at the moment it was read (Connection: close).
+  with `time.perf_counter_ns()` at the moment it was read, before any parsing (Connection: close).
 - `get_sequence()`, blocking, for the dashboard's poll: a tick's GETs in a row over one
   connection, run in a worker thread (see its docstring for why).
+- `ResponseParser`, the seam both share: bytes in, a response head and body pieces out.
 """
 
 from __future__ import annotations
@@ -15,86 +22,238 @@ import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import h11
+
+MAX_HEAD_BYTES = 64 * 1024
+"""The most a response head (status line + headers), or one chunk header, may take."""
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""The most a poll answer's body (or an error body the probe reads whole) may take: llama-server's
+/props, /slots and /metrics are kilobytes; this only stops a hostile server filling memory."""
+MAX_INTERIM = 16
+"""The most 1xx interim responses skipped before the real one (each is bounded by the head cap,
+but a server could send them forever within the timeout)."""
+_RECV = 65536
 
 
 class RawHTTPError(Exception):
     """A transport failure, in words ("connection refused", "timed out after 2.0 s" …)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """A response's status and headers (lower-case names; a repeated header keeps its last)."""
+
+    status: int
+    headers: dict[str, str]
+
+
+class ResponseParser:
+    """One client side of an HTTP/1.1 connection over h11, without I/O.
+
+    `start()` gives the bytes of a request; `feed()` takes what the socket read (b"" at end of
+    stream); `read_head()` and `read_body()` give what is complete so far. Every protocol fault
+    of the server's comes out as a `RawHTTPError` with a message, never an h11 exception, so the
+    two I/O forms below (and the property tests) share one definition of "malformed".
+    """
+
+    def __init__(self, max_head_bytes: int = MAX_HEAD_BYTES) -> None:
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
+        self._eof = False
+        self._head: ResponseHead | None = None
+        self._done = False
+        self._interim = 0
+
+    def start(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b""
+    ) -> bytes:
+        """The bytes of one request (`headers` include Host; Content-Length is the caller's)."""
+        try:
+            wire = self._h11.send(h11.Request(method=method, target=target, headers=headers))
+            if body:
+                wire += self._h11.send(h11.Data(data=body))
+            return wire + self._h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            # h11's message quotes the value: it may be an API key, so say it without it
+            raise RawHTTPError(
+                "invalid request: a header or the path has characters HTTP does not allow"
+            ) from None
+
+    def feed(self, data: bytes) -> None:
+        """What the socket read; b"" when the server closed its end."""
+        if self._eof:
+            return  # nothing follows the end of a stream (h11 would raise RuntimeError)
+        self._eof = not data
+        self._h11.receive_data(data)
+
+    @property
+    def buffered(self) -> bool:
+        """Bytes received and not yet parsed (a fresh exchange that has some is not stale)."""
+        return bool(self._h11.trailing_data[0])
+
+    def _next(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        try:
+            return self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: h11.RemoteProtocolError) -> RawHTTPError:
+        if self._eof:  # h11 says "peer closed connection without sending complete …"
+            return RawHTTPError("connection closed by the server")
+        if exc.error_status_hint == 431:
+            where = "response headers" if self._head is None else "a chunk header"
+            return RawHTTPError(f"{where} too large (over {MAX_HEAD_BYTES // 1024} KiB)")
+        words = str(exc)
+        if len(words) > 80:
+            words = words[:77] + "…"
+        return RawHTTPError(f"malformed HTTP response ({words})")
+
+    def read_head(self) -> ResponseHead | None:
+        """The response head once it is complete (1xx interim answers skipped), else None."""
+        while self._head is None:
+            event = self._next()
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.InformationalResponse):
+                self._interim += 1
+                if self._interim > MAX_INTERIM:
+                    raise RawHTTPError("malformed HTTP response (endless 1xx interim answers)")
+                continue
+            if isinstance(event, h11.Response):
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+                self._head = ResponseHead(event.status_code, headers)
+                break
+            if isinstance(event, h11.ConnectionClosed):  # end of stream before any answer
+                raise RawHTTPError("connection closed by the server")
+            raise RawHTTPError(f"malformed HTTP response (unexpected {type(event).__name__})")
+        return self._head
+
+    def read_body(self) -> tuple[bytes, bool]:
+        """(the body bytes parsed since the last call, whether the body is complete)."""
+        if self._done:
+            return b"", True
+        parts: list[bytes] = []
+        while True:
+            event = self._next()
+            if isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                self._done = True
+                break
+            elif event is h11.NEED_DATA:
+                break
+            else:  # ConnectionClosed / PAUSED mid-body: h11 raises first, but be sure
+                raise RawHTTPError("connection closed by the server")
+        return b"".join(parts), self._done
+
+    @property
+    def reusable(self) -> bool:
+        """After a complete body: both sides may go on to another request on this connection."""
+        return (
+            self._done
+            and not self._eof
+            and self._h11.our_state is h11.DONE
+            and self._h11.their_state is h11.DONE
+        )
+
+    def next_cycle(self) -> None:
+        """Get ready for the next request on a kept-alive connection (after `reusable`)."""
+        self._h11.start_next_cycle()
+        self._head = None
+        self._done = False
+        self._interim = 0
+
+
+def _target(url: str) -> tuple[str, int, str, str]:
+    """(host, port, path prefix, Host header) of a base URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 80
+    host_header = f"{host}:{port}" if parts.port else host
+    return host, port, parts.path.rstrip("/"), host_header
+
+
+def _connect_error(exc: OSError, timeout_s: float) -> RawHTTPError:
+    """Why a connection could not be made, in words."""
+    if isinstance(exc, TimeoutError):
+        return RawHTTPError(f"timed out after {timeout_s:.1f} s")
+    if isinstance(exc, ConnectionRefusedError):
+        return RawHTTPError("connection refused")
+    if isinstance(exc, socket.gaierror):
+        return RawHTTPError("host name not found")
+    return RawHTTPError(f"cannot connect ({exc.strerror or exc})")
+
+
+def _too_big() -> RawHTTPError:
+    return RawHTTPError(f"response body too large (over {MAX_BODY_BYTES // 2**20} MiB)")
+
+
+def _check_length(head: ResponseHead) -> None:
+    """Refuse a declared body over the cap before reading any of it."""
+    length = head.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise _too_big()
+
+
+# -- the probe's request: asyncio streams, every piece stamped on arrival ----------------------
+
+
 class RawResponse:
+    """A response whose head has been read; the body is read on demand (`iter_body`)."""
+
     def __init__(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        status: int,
-        headers: dict[str, str],
+        parser: ResponseParser,
+        head: ResponseHead,
         read_timeout_s: float,
+        head_arrived_ns: int,
     ) -> None:
         self._reader = reader
         self._writer = writer
-        self.status = status
-        self.headers = headers  # lower-case names
+        self._parser = parser
+        self.status = head.status
+        self.headers = head.headers  # lower-case names
         self.read_timeout_s = read_timeout_s
+        self._arrived_ns = head_arrived_ns  # when the bytes h11 holds now were read
 
-    async def _read(self, n: int = 65536) -> bytes:
+    async def _read(self) -> bytes:
         try:
             async with asyncio.timeout(self.read_timeout_s):
-                return await self._reader.read(n)
+                return await self._reader.read(_RECV)
         except TimeoutError:
             raise RawHTTPError(f"timed out after {self.read_timeout_s:.1f} s") from None
         except (ConnectionError, OSError):
             raise RawHTTPError("connection closed by the server") from None
 
     async def iter_body(self) -> AsyncIterator[tuple[int, bytes]]:
-        """(arrival perf_counter_ns, body bytes) as they come, de-chunked."""
-        if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            async for item in self._iter_chunked():
-                yield item
-            return
-        length = self.headers.get("content-length")
-        remaining = int(length) if length and length.isdigit() else None
-        while remaining is None or remaining > 0:
-            data = await self._read(65536 if remaining is None else min(65536, remaining))
-            now = time.perf_counter_ns()
-            if not data:
-                if remaining:
-                    raise RawHTTPError("connection closed by the server")
-                return
-            if remaining is not None:
-                remaining -= len(data)
-            yield now, data
+        """(arrival perf_counter_ns, body bytes) as they come, de-chunked.
 
-    async def _iter_chunked(self) -> AsyncIterator[tuple[int, bytes]]:
-        buf = bytearray()
+        The stamp is taken the moment the read returns, before h11 parses it: the probe's
+        TTFT and ITL are these stamps, so parsing cost must not be in them."""
+        now = self._arrived_ns  # body bytes that came in the same read as the head
         while True:
-            data = await self._read()
+            data, done = self._parser.read_body()
+            if data:
+                yield now, data
+            if done:
+                return
+            chunk = await self._read()
             now = time.perf_counter_ns()
-            if not data:
-                raise RawHTTPError("connection closed by the server")
-            buf += data
-            out = bytearray()
-            while True:
-                eol = buf.find(b"\r\n")
-                if eol < 0:
-                    break
-                try:
-                    size = int(bytes(buf[:eol]).split(b";", 1)[0].strip() or b"0", 16)
-                except ValueError:
-                    raise RawHTTPError("malformed chunked encoding") from None
-                if size == 0:
-                    if out:
-                        yield now, bytes(out)
-                    return
-                if len(buf) < eol + 2 + size + 2:
-                    break  # wait for the rest of this chunk
-                out += buf[eol + 2 : eol + 2 + size]
-                del buf[: eol + 2 + size + 2]
-            if out:
-                yield now, bytes(out)
+            self._parser.feed(chunk)
 
     async def read_all(self) -> bytes:
-        parts = [data async for _, data in self.iter_body()]
+        """The whole body (an error answer's, say), refused past `MAX_BODY_BYTES`."""
+        parts: list[bytes] = []
+        size = 0
+        async for _, data in self.iter_body():
+            size += len(data)
+            if size > MAX_BODY_BYTES:
+                raise _too_big()
+            parts.append(data)
         return b"".join(parts)
 
     def close(self) -> None:
@@ -113,11 +272,22 @@ async def request(
     connect_timeout_s: float = 5.0,
     on_sent: list[int] | None = None,
 ) -> RawResponse:
-    """Connect, send one request (Connection: close), read the status line and headers."""
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
-    base = parts.path.rstrip("/")
+    """Connect, send one request (Connection: close), read the status line and headers.
+
+    `on_sent` gets the perf_counter_ns just before the request is written: the probe's t0."""
+    host, port, base, host_header = _target(url)
+    parser = ResponseParser()
+    wire = parser.start(
+        method,
+        f"{base}{path}",
+        [
+            ("Host", host_header),
+            ("Connection", "close"),
+            *([("Content-Length", str(len(body)))] if body or method == "POST" else []),
+            *headers.items(),
+        ],
+        body,
+    )
     try:
         async with asyncio.timeout(connect_timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
@@ -127,67 +297,27 @@ async def request(
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    host_header = f"{host}:{port}" if parts.port else host
-    lines = [
-        f"{method} {base}{path} HTTP/1.1",
-        f"Host: {host_header}",
-        "Connection: close",
-        *([f"Content-Length: {len(body)}"] if body or method == "POST" else []),
-        *(f"{k}: {v}" for k, v in headers.items()),
-    ]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
     try:
         if on_sent is not None:
             on_sent.append(time.perf_counter_ns())
-        writer.write(request)
+        writer.write(wire)
         async with asyncio.timeout(timeout_s):
             await writer.drain()
-            head = await reader.readuntil(b"\r\n\r\n")
+            arrived = time.perf_counter_ns()
+            while (head := parser.read_head()) is None:
+                data = await reader.read(_RECV)
+                arrived = time.perf_counter_ns()
+                parser.feed(data)
     except TimeoutError:
         writer.close()
         raise RawHTTPError(f"timed out after {timeout_s:.1f} s") from None
-    except (asyncio.IncompleteReadError, ConnectionError, OSError):
+    except (ConnectionError, OSError):
         writer.close()
         raise RawHTTPError("connection closed by the server") from None
-    except asyncio.LimitOverrunError:
-        writer.close()
-        raise RawHTTPError("response headers too large") from None
-    except BaseException:
+    except BaseException:  # RawHTTPError from the parser, cancellation
         writer.close()
         raise
-    try:
-        _version, status, hdrs = _parse_head(head.decode("latin-1"))
-    except RawHTTPError:
-        writer.close()
-        raise
-    return RawResponse(reader, writer, status, hdrs, timeout_s)
-
-
-def _connect_error(exc: OSError, timeout_s: float) -> RawHTTPError:
-    """Why a connection could not be made, in words."""
-    if isinstance(exc, TimeoutError):
-        return RawHTTPError(f"timed out after {timeout_s:.1f} s")
-    if isinstance(exc, ConnectionRefusedError):
-        return RawHTTPError("connection refused")
-    if isinstance(exc, socket.gaierror):
-        return RawHTTPError("host name not found")
-    return RawHTTPError(f"cannot connect ({exc.strerror or exc})")
-
-
-def _parse_head(head: str) -> tuple[str, int, dict[str, str]]:
-    """(HTTP version, status, lower-case headers) of a response head without its blank line."""
-    status_line, *header_lines = head.split("\r\n")
-    try:
-        version, code = status_line.split()[:2]
-        status = int(code)
-    except ValueError:
-        raise RawHTTPError(f"malformed HTTP status line {status_line[:60]!r}") from None
-    hdrs: dict[str, str] = {}
-    for line in header_lines:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            hdrs[k.strip().lower()] = v.strip()
-    return version, status, hdrs
+    return RawResponse(reader, writer, parser, head, timeout_s, arrived)
 
 
 # -- the dashboard's poll: a few GETs in a row, blocking, in a thread --------------------------
@@ -232,31 +362,30 @@ def get_sequence(
     llama-server's few HTTP workers (n_parallel + 2) that real clients need. Blocking socket code
     in one thread also costs a fraction of the CPU of three asyncio connections, and the idle
     dashboard's budget is 1 % of a core. Each request has `timeout_s` of its own; one that
-    fails is reported and the next goes over a new connection. When the first request cannot
-    reach the server at all, the others are not tried (they get the same error)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or 80
-    base = parts.path.rstrip("/")
-    host_header = f"{host}:{port}" if parts.port else host
+    fails is reported and the next goes over a new connection. A kept-alive connection the
+    server dropped before answering is asked once more over a new one (GET is safe to repeat).
+    When the first request cannot reach the server at all, the others are not tried (they get
+    the same error)."""
+    host, port, base, host_header = _target(url)
     out: list[Answer | RawHTTPError] = []
     conn: _Conn | None = None
     try:
         for i, (path, headers) in enumerate(requests):
             last = i == len(requests) - 1
-            head = [f"GET {base}{path} HTTP/1.1", f"Host: {host_header}"]
+            fields = [("Host", host_header)]
             if last:
-                head.append("Connection: close")
-            head.extend(f"{k}: {v}" for k, v in headers.items())
-            wire = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+                fields.append(("Connection", "close"))
+            fields.extend(headers.items())
             answer: Answer | RawHTTPError
             for attempt in (0, 1):
                 reused = conn is not None
                 try:
                     if conn is None:
                         conn = _Conn(host, port, timeout_s, abort)
-                    answer = conn.exchange(wire, timeout_s)
+                    answer = conn.exchange(f"{base}{path}", fields, timeout_s)
                 except _StaleConnection:
+                    if conn is not None:
+                        conn.close()
                     conn = None
                     if attempt == 0 and reused:
                         continue  # the server closed an idle kept-alive connection: once more
@@ -290,6 +419,8 @@ class _StaleConnection(Exception):
 
 
 class _Conn:
+    """One blocking socket and the h11 state of the HTTP connection over it."""
+
     def __init__(self, host: str, port: int, timeout_s: float, abort: Abort | None) -> None:
         self.abort = abort
         try:
@@ -300,8 +431,9 @@ class _Conn:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if abort is not None:
             abort._use(self.sock)
-        self.buf = bytearray()
+        self.parser = ResponseParser()
         self.keep_alive = True
+        self._used = False
 
     def close(self) -> None:
         if self.abort is not None:
@@ -309,84 +441,59 @@ class _Conn:
         with contextlib.suppress(OSError):
             self.sock.close()
 
-    def _fill(self, deadline: float, timeout_s: float) -> bool:
-        """Read more into the buffer; False at end of stream."""
+    def _fill(self, deadline: float, timeout_s: float, fresh: bool) -> None:
+        """Read more into the parser (b"" at end of stream); `fresh`: nothing of this answer
+        has come yet, so a close now means a stale kept-alive connection."""
         left = deadline - time.monotonic()
         if left <= 0:
             raise RawHTTPError(f"timed out after {timeout_s:.1f} s")
         self.sock.settimeout(left)
         try:
-            data = self.sock.recv(65536)
+            data = self.sock.recv(_RECV)
         except TimeoutError:
             raise RawHTTPError(f"timed out after {timeout_s:.1f} s") from None
+        except ConnectionResetError:
+            if fresh:
+                raise _StaleConnection from None
+            raise RawHTTPError("connection closed by the server") from None
         except OSError:
             raise RawHTTPError("connection closed by the server") from None
-        self.buf += data
-        return bool(data)
+        if not data and fresh:
+            raise _StaleConnection
+        self.parser.feed(data)
 
-    def exchange(self, wire: bytes, timeout_s: float) -> Answer:
+    def exchange(self, target: str, fields: list[tuple[str, str]], timeout_s: float) -> Answer:
+        """One GET and its whole answer, within `timeout_s`; the body at most MAX_BODY_BYTES."""
         deadline = time.monotonic() + timeout_s
-        fresh = not self.buf
+        if self._used:
+            self.parser.next_cycle()
+        reused, self._used = self._used, True
+        wire = self.parser.start("GET", target, fields)
         try:
             self.sock.settimeout(timeout_s)
             self.sock.sendall(wire)
         except TimeoutError:
             raise RawHTTPError(f"timed out after {timeout_s:.1f} s") from None
         except OSError:
-            raise _StaleConnection from None
-        while (end := self.buf.find(b"\r\n\r\n")) < 0:
-            if len(self.buf) > 65536:
-                raise RawHTTPError("response headers too large")
-            if not self._fill(deadline, timeout_s):
-                if fresh and not self.buf:
-                    raise _StaleConnection
-                raise RawHTTPError("connection closed by the server")
-        version, status, hdrs = _parse_head(bytes(self.buf[:end]).decode("latin-1"))
-        del self.buf[: end + 4]
-        connection = hdrs.get("connection", "").lower()
-        self.keep_alive = connection != "close" and (
-            version != "HTTP/1.0" or connection == "keep-alive"
-        )
-        if hdrs.get("transfer-encoding", "").lower() == "chunked":
-            body = self._chunked(deadline, timeout_s)
-        elif (length := hdrs.get("content-length", "")).isdigit():
-            n = int(length)
-            while len(self.buf) < n:
-                if not self._fill(deadline, timeout_s):
-                    raise RawHTTPError("connection closed by the server")
-            body = bytes(self.buf[:n])
-            del self.buf[:n]
-        else:  # the body runs to the end of the connection
-            while self._fill(deadline, timeout_s):
-                pass
-            body = bytes(self.buf)
-            self.buf.clear()
-            self.keep_alive = False
-        return status, hdrs, body, time.monotonic()
-
-    def _chunked(self, deadline: float, timeout_s: float) -> bytes:
-        out = bytearray()
+            if reused:
+                raise _StaleConnection from None
+            raise RawHTTPError("connection closed by the server") from None
+        got_any = self.parser.buffered
+        while (head := self.parser.read_head()) is None:
+            self._fill(deadline, timeout_s, reused and not got_any)
+            got_any = True
+        _check_length(head)
+        parts: list[bytes] = []
+        size = 0
         while True:
-            while (eol := self.buf.find(b"\r\n")) < 0:
-                if not self._fill(deadline, timeout_s):
-                    raise RawHTTPError("connection closed by the server")
-            try:
-                size = int(bytes(self.buf[:eol]).split(b";", 1)[0].strip() or b"0", 16)
-            except ValueError:
-                raise RawHTTPError("malformed chunked encoding") from None
-            while len(self.buf) < eol + 2 + size + 2:
-                if not self._fill(deadline, timeout_s):
-                    raise RawHTTPError("connection closed by the server")
-            if size == 0:
-                # the last chunk; trailers (none from llama-server) end with an empty line
-                del self.buf[: eol + 2]
-                while (t := self.buf.find(b"\r\n")) != 0:
-                    if t > 0:
-                        del self.buf[: t + 2]
-                    elif not self._fill(deadline, timeout_s):
-                        break
-                else:
-                    del self.buf[:2]
-                return bytes(out)
-            out += self.buf[eol + 2 : eol + 2 + size]
-            del self.buf[: eol + 2 + size + 2]
+            data, done = self.parser.read_body()
+            if data:
+                size += len(data)
+                if size > MAX_BODY_BYTES:
+                    raise _too_big()
+                parts.append(data)
+            if done:
+                break
+            self._fill(deadline, timeout_s, False)
+        self.keep_alive = self.parser.reusable
+        return head.status, head.headers, b"".join(parts), time.monotonic()
