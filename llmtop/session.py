@@ -11,17 +11,24 @@ start one, or a pick list of discovered servers).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from llmtop.control.protocols import Controller, GpuSampler, LogFollower, SyncStoppable
 from llmtop.sources.logs import LogStore
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import httpx
+
+    from llmtop.collector import Collector
+    from llmtop.diagnosis.alerts import AlertEngine
+    from llmtop.diagnosis.thresholds import Thresholds
+    from llmtop.operations.actions import Operations
     from llmtop.snapshot import Snapshot
     from llmtop.sources.probe import ProbeRequest, ProbeResult
+    from llmtop.sources.unit_status import UnitMonitor
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +63,28 @@ class UnitAccess:
 
 @dataclass
 class Session:
+    """The dashboard's world: what it reads (collector, log store) and what it may act on
+    (controller, through `operations`). Every action on the server goes through `operations`."""
+
     mode: str  # "child" | "unit" | "attach" | "none"
     url: str | None
     api_key: str | None = field(default=None, repr=False)  # never rendered
-    collector: Any | None = None
+    collector: Collector | None = None
     log_store: LogStore = field(default_factory=LogStore)
-    controller: Any | None = None  # ChildSupervisor or UnitController; None in attach mode
+    controller: Controller | None = None  # ChildSupervisor or UnitController; None in attach mode
     refresh_s: float = 1.0
-    gpu_monitor: Any | None = None
-    log_followers: list[Any] = field(default_factory=list)
-    alert_engine: Any | None = None
-    unit_monitor: Any | None = None
+    gpu_monitor: GpuSampler | None = None
+    log_followers: list[LogFollower] = field(default_factory=list)
+    alert_engine: AlertEngine | None = None
+    unit_monitor: UnitMonitor | None = None
     pid_hint: int | None = None
     # Built in start() (off the first frame): NVML/simulator and alert rules import slowly.
-    gpu_factory: Callable[[], Any] | None = field(default=None, repr=False)
-    alert_factory: Callable[[], Any] | None = field(default=None, repr=False)
+    gpu_factory: Callable[[], GpuSampler | None] | None = field(default=None, repr=False)
+    alert_factory: Callable[[], AlertEngine | None] | None = field(default=None, repr=False)
     # Discovery results when mode == "none" and several servers were found (pick list).
     candidates: list[DiscoveredTarget] = field(default_factory=list)
-    _probe_client: Any | None = field(default=None, repr=False)
-    _client: Any | None = field(default=None, repr=False)
+    _probe_client: httpx.AsyncClient | None = field(default=None, repr=False)
+    _operations: Operations | None = field(default=None, repr=False)
     _started: bool = field(default=False, repr=False)
     _closed: bool = field(default=False, repr=False)
 
@@ -82,6 +92,23 @@ class Session:
     @property
     def can_control(self) -> bool:
         return self.controller is not None
+
+    @property
+    def operations(self) -> Operations | None:
+        """The actions on the supervised server (None in attach mode): restart, stop, start,
+        revert, apply with rollback, sweep. Built once per controller; the tuning change log
+        lives in it, so it survives the tuning tab being remounted."""
+        if self.controller is None:
+            return None
+        ops = self._operations
+        if ops is None or ops.controller is not self.controller:
+            from llmtop.operations.actions import Operations
+
+            ops = self._operations = Operations(
+                self.controller, self.log_store, api_key=self.api_key
+            )
+        ops.use_gpu_monitor(self.gpu_monitor)
+        return ops
 
     def choose(self, target: DiscoveredTarget, access: UnitAccess | None = None) -> None:
         """The operator picked *target* from the pick list: unit mode for a unit, else attach."""
@@ -163,7 +190,7 @@ class Session:
         self._started = True
         # NVML start-up (a thread: ctypes calls release the GIL) overlaps building the alert
         # engine and the collector; the collector gets the monitor before its first collect.
-        gpu_future: asyncio.Future[Any] | None = None
+        gpu_future: asyncio.Future[GpuSampler | None] | None = None
         if self.gpu_monitor is None and self.gpu_factory is not None:
             gpu_future = asyncio.ensure_future(asyncio.to_thread(self.gpu_factory))
         if self.alert_engine is None and self.alert_factory is not None:
@@ -174,20 +201,20 @@ class Session:
         if gpu_future is not None:
             self.gpu_monitor = await gpu_future
         if self.collector is not None:  # hand over what was built meanwhile (or before: pick list)
-            if getattr(self.collector, "gpu_monitor", None) is None:
+            if self.collector.gpu_monitor is None:
                 self.collector.gpu_monitor = self.gpu_monitor
-            if getattr(self.collector, "alert_engine", None) is None:
+            if self.collector.alert_engine is None:
                 self.collector.alert_engine = self.alert_engine
-        if self.gpu_monitor is not None and hasattr(self.gpu_monitor, "start"):
-            with contextlib.suppress(Exception):
-                res = self.gpu_monitor.start()
-                if hasattr(res, "__await__"):
-                    await res
+        if self.gpu_monitor is not None:
+            try:
+                self.gpu_monitor.start()
+            except Exception as exc:  # noqa: BLE001 - the GPU panels say "no reading"
+                self._trouble("the GPU sampler did not start", exc)
         for follower in self.log_followers:
-            with contextlib.suppress(Exception):
-                res = follower.start()
-                if hasattr(res, "__await__"):
-                    await res
+            try:
+                await follower.start()
+            except Exception as exc:  # noqa: BLE001 - the follower's own error is on screen
+                self._trouble("a log follower did not start", exc)
         if self.mode == "child" and self.controller is not None:
             await self.controller.start()
 
@@ -203,32 +230,40 @@ class Session:
                 log.exception("stopping the child failed; killing it")
                 self.shutdown_sync()
         for follower in self.log_followers:
-            with contextlib.suppress(Exception):
-                res = follower.stop()
-                if hasattr(res, "__await__"):
-                    await res
-        if self.gpu_monitor is not None and hasattr(self.gpu_monitor, "stop"):
-            with contextlib.suppress(Exception):
-                res = self.gpu_monitor.stop()
-                if hasattr(res, "__await__"):
-                    await res
-        client = getattr(self.collector, "client", None)
-        for obj in (self.collector, client, self._probe_client):
-            closer = getattr(obj, "aclose", None) or getattr(obj, "close", None)
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    res = closer()
-                    if hasattr(res, "__await__"):
-                        await res
+            try:
+                await follower.stop()
+            except Exception as exc:  # noqa: BLE001 - closing: go on with the rest
+                self._trouble("stopping a log follower failed", exc)
+        if self.gpu_monitor is not None:
+            try:
+                self.gpu_monitor.stop()
+            except Exception as exc:  # noqa: BLE001 - closing: go on with the rest
+                self._trouble("stopping the GPU sampler failed", exc)
+        if self.collector is not None:
+            try:
+                await self.collector.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing: go on with the rest
+                self._trouble("closing the HTTP client failed", exc)
+        if self._probe_client is not None:
+            try:
+                await self._probe_client.aclose()
+            except Exception as exc:  # noqa: BLE001 - closing: go on with the rest
+                self._trouble("closing the probe client failed", exc)
         self._probe_client = None
 
     def shutdown_sync(self, timeout: float = 10.0) -> None:
         """Stop a child from a signal handler or atexit (no event loop needed)."""
-        if self.mode == "child" and self.controller is not None:
-            fn = getattr(self.controller, "shutdown_sync", None)
-            if fn is not None:
-                with contextlib.suppress(Exception):
-                    fn(timeout)
+        ctl = self.controller
+        if self.mode == "child" and isinstance(ctl, SyncStoppable):
+            try:
+                ctl.shutdown_sync(timeout)
+            except Exception:  # noqa: BLE001 - last resort; nothing left to try
+                log.exception("stopping the child without a loop failed")
+
+    def _trouble(self, what: str, exc: BaseException) -> None:
+        """A start-up or shutdown step failed: logged, and noted in the log the operator sees."""
+        log.warning("%s: %s", what, exc, exc_info=exc)
+        self.log_store.note("error", f"llmtop: {what}: {exc}", "warning")
 
     # ------------------------------------------------------------------ data
     async def collect(self) -> Snapshot | None:
@@ -267,27 +302,10 @@ class Session:
             on_chunk=on_chunk,
         )
 
-    # ------------------------------------------------------------------ control
-    async def restart(self) -> None:
-        if self.controller is None:
-            raise RuntimeError("not supervised")
-        await self.controller.restart()
-
-    async def stop_server(self) -> None:
-        if self.controller is None:
-            raise RuntimeError("not supervised")
-        await self.controller.stop()
-
-    async def start_server(self) -> None:
-        if self.controller is None:
-            raise RuntimeError("not supervised")
-        await self.controller.start()
-
     def redacted_argv(self) -> list[str]:
-        spec = getattr(self.controller, "spec", None)
-        if spec is None:
+        if self.controller is None:
             return []
-        return list(spec.redacted())
+        return list(self.controller.spec.redacted())
 
 
 def validate_probe_fields(
@@ -306,12 +324,12 @@ def build_collector(
     url: str,
     api_key: str | None,
     *,
-    supervisor: Any | None = None,
-    gpu_monitor: Any | None = None,
-    alert_engine: Any | None = None,
-    unit_monitor: Any | None = None,
+    supervisor: Controller | None = None,
+    gpu_monitor: GpuSampler | None = None,
+    alert_engine: AlertEngine | None = None,
+    unit_monitor: UnitMonitor | None = None,
     pid_hint: int | None = None,
-) -> Any:
+) -> Collector:
     """The Collector for *url* (imports the HTTP client lazily: not needed to draw a frame)."""
     from llmtop.collector import Collector
     from llmtop.sources.llama_http import LlamaClient
@@ -327,7 +345,7 @@ def build_collector(
     )
 
 
-def make_gpu_monitor(refresh_s: float = 1.0, *, demo: bool = False) -> Any | None:
+def make_gpu_monitor(refresh_s: float = 1.0, *, demo: bool = False) -> GpuSampler | None:
     """The NVML sampler from llmtop.sources.gpu (issue 3); None when that module is absent.
 
     For the demo, `demo_gpu_monitor()` gives the real driver when present, else a simulated GPU
@@ -346,7 +364,7 @@ def make_gpu_monitor(refresh_s: float = 1.0, *, demo: bool = False) -> Any | Non
         return None
 
 
-def make_alert_engine(thresholds: Any | None = None) -> Any | None:
+def make_alert_engine(thresholds: Thresholds | None = None) -> AlertEngine | None:
     """The alert engine from llmtop.diagnosis (issue 3), if present, with *thresholds*
     (a `Thresholds` from the config file and flags; None: the defaults)."""
     try:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from llmtop.control.supervisor import ChildSupervisor
@@ -78,6 +79,14 @@ async def test_sweep_child_mode_restores(
     store = LogStore()
     sup = ChildSupervisor(original, store)
     seen: list[SweepPoint] = []
+    running: list[tuple[int | None, LaunchSpec]] = []
+
+    def on_point(point: SweepPoint) -> None:
+        # the measured server still runs: what the OS says it was started with
+        seen.append(point)
+        assert sup.pid is not None
+        running.append((sup.pid, LaunchSpec.from_argv(psutil.Process(sup.pid).cmdline())))
+
     try:
         await sup.start()
         result = await run_sweep(
@@ -88,11 +97,14 @@ async def test_sweep_child_mode_restores(
             probes=2,
             n_predict=12,
             timeout_s=60.0,
-            on_point=seen.append,
+            on_point=on_point,
         )
-        # one restart per setting, each measured
+        # one restart per setting, each measured, each a new process with that setting
         assert [p.gpu_layers for p in result.points] == [0, 2, 5]
         assert seen == result.points
+        assert [(r.gpu_layers, r.ctx_size) for _, r in running] == [(0, 256), (2, 256), (5, 256)]
+        assert len({pid for pid, _ in running}) == 3
+        assert [p.pid for p in result.points] == [pid for pid, _ in running]
         for p in result.points:
             assert p.status == "ok", p.reason
             assert p.ctx == 256
@@ -106,6 +118,8 @@ async def test_sweep_child_mode_restores(
         # the original arguments are back, and the server answers with them
         assert result.restored is True
         assert sup.spec == original and sup.status().state == "ready"
+        back = LaunchSpec.from_argv(psutil.Process(sup.pid).cmdline())  # type: ignore[arg-type]
+        assert back.gpu_layers == 1 and back.ctx_size == 512
         async with httpx.AsyncClient() as c:
             props = (await c.get(original.url + "/props", timeout=5)).json()
         assert props["default_generation_settings"]["n_ctx"] == 512
@@ -135,6 +149,9 @@ def test_tune_command_child_mode(llama_server_bin: Path, tiny_model: Path, tmp_p
     data = json.loads(cp.stdout)
     assert [p["gpu_layers"] for p in data["points"]] == [0, 5]
     assert all(p["status"] == "ok" for p in data["points"])
+    # each setting ran in its own process, started with it (its /proc cmdline, read by the sweep)
+    assert [LaunchSpec.from_argv(p["argv"]).gpu_layers for p in data["points"]] == [0, 5]
+    assert len({p["pid"] for p in data["points"]}) == 2
     assert data["recommended"] is not None
     assert sorted(Path(f).suffix for f in data["files"]) == [".csv", ".json"]
     assert all(Path(f).is_file() for f in data["files"])
@@ -145,11 +162,13 @@ def test_tune_command_child_mode(llama_server_bin: Path, tiny_model: Path, tmp_p
 
 @pytest.mark.real_server
 async def test_sweep_stops_at_out_of_memory(llama_server_bin: Path, tmp_path: Path) -> None:
-    from tests.test_tuning import impossible_ctx, wide_model
+    from tests.test_tuning import IMPOSSIBLE_CTX, limited_argv, wide_model
 
-    ctx = impossible_ctx()
+    ctx = IMPOSSIBLE_CTX
     model = wide_model(tmp_path)
-    original = LaunchSpec.from_argv([*_argv(llama_server_bin, model, free_port()), "-fit", "off"])
+    original = LaunchSpec.from_argv(
+        limited_argv([*_argv(llama_server_bin, model, free_port()), "-fit", "off"])
+    )
     store = LogStore()
     sup = ChildSupervisor(original, store)
     try:

@@ -15,11 +15,15 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
-from llmtop.control.sweep import SweepPoint, format_plot, format_table, parse_range, run_sweep
+from llmtop.control.sweep import format_plot, format_table, parse_range
 from llmtop.control.tuning import FIT_EXPLANATION
 from llmtop.model.launch_spec import LaunchSpec
+from llmtop.operations.events import Event, Failed, Rejected, SweepFinished, SweepStep
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from llmtop.control.protocols import Controller, GpuSampler, LogFollower
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = FIT_EXPLANATION + "  Child mode: llmtop tune … -- /path/to/llama-server ARGS…"
 
 
-def _default_range(spec: Any) -> list[int]:
+def _default_range(spec: LaunchSpec) -> list[int]:
     from llmtop.sources.gguf_info import read_gguf_info
 
     n = 0
@@ -57,12 +61,13 @@ def _default_range(spec: Any) -> list[int]:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from llmtop.operations.actions import Operations, SweepRequest
     from llmtop.sources.logs import LogStore
 
     store = LogStore()
-    controller: Any
+    controller: Controller
     child = not args.unit
-    follower: Any = None
+    follower: LogFollower | None = None
     if args.unit:
         from llmtop.control.systemd_unit import describe_error, open_unit_session
 
@@ -100,7 +105,7 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"llmtop tune: {e}", file=sys.stderr)
         return 2
 
-    gpu = None
+    gpu: GpuSampler | None = None
     try:
         from llmtop.sources.gpu import GpuMonitor
 
@@ -111,8 +116,9 @@ async def _run(args: argparse.Namespace) -> int:
     except Exception:  # noqa: BLE001 - no NVML: no VRAM column
         gpu = None
 
-    def progress(p: SweepPoint) -> None:
-        if not args.json:
+    def progress(event: Event) -> None:
+        if isinstance(event, SweepStep) and not args.json:
+            p = event.point
             gen = "—" if p.gen_tokens_per_s is None else f"{p.gen_tokens_per_s:.1f} tok/s"
             print(
                 f"  --gpu-layers {p.gpu_layers}: {p.status} {gen} {p.reason or ''}".rstrip(),
@@ -120,25 +126,25 @@ async def _run(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
+    request = SweepRequest(
+        tuple(settings),
+        probes=args.probes,
+        ctx=args.ctx,
+        n_predict=args.n_predict,
+        timeout_s=args.timeout,
+        headroom_percent=args.headroom,
+        # A child ends with llmtop: restoring it only to stop it is wasted time.
+        restore=not child,
+        apply_best=args.apply and not child,
+    )
     try:
+        ops = Operations(controller, store, gpu_monitor=gpu, api_key=controller.spec.api_key)
         if child:
-            await controller.start()
-        result = await run_sweep(
-            controller,
-            settings,
-            log_store=store,
-            ctx=args.ctx,
-            probes=args.probes,
-            n_predict=args.n_predict,
-            api_key=controller.spec.api_key,
-            timeout_s=args.timeout,
-            gpu_monitor=gpu,
-            headroom_percent=args.headroom,
-            # A child ends with llmtop: restoring it only to stop it is wasted time.
-            restore=not child,
-            apply_best=args.apply and not child,
-            on_point=progress,
-        )
+            started = await ops.server.start()
+            if isinstance(started, Failed):
+                print(f"llmtop tune: {started.reason}", file=sys.stderr)
+                return 1
+        outcome = await ops.sweep.run(request, progress)
     finally:
         if child:
             await controller.stop()
@@ -147,6 +153,11 @@ async def _run(args: argparse.Namespace) -> int:
         if gpu is not None:
             gpu.stop()
 
+    if isinstance(outcome, Failed | Rejected):
+        print(f"llmtop tune: {outcome.reason}", file=sys.stderr)
+        return 1
+    result = outcome.result if isinstance(outcome, SweepFinished) else None
+    assert result is not None
     paths = result.save(args.out) if args.out else None
     if args.json:
         d = result.to_json_dict()

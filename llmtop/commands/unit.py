@@ -22,7 +22,6 @@ from typing import Any
 
 from llmtop.control.systemd_unit import (
     UnitController,
-    UnitError,
     environment_lines,
     exec_start_line,
 )
@@ -207,13 +206,16 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     if args.action == "revert":
+        from llmtop.operations.events import Reverted
+        from llmtop.operations.server import ServerActions
+
         ctl = UnitController(args.name, user=args.user)
-        try:
-            done = asyncio.run(ctl.revert())
-        except UnitError as e:
-            print(f"llmtop unit revert: {e}", file=sys.stderr)
+        outcome = asyncio.run(ServerActions(ctl).revert())
+        if not isinstance(outcome, Reverted):
+            reason = outcome.reason.removeprefix("revert failed: ")
+            print(f"llmtop unit revert: {reason}", file=sys.stderr)
             return 1
-        if not done:
+        if not outcome.removed:
             print(f"{ctl.name}: no llmtop drop-in at {ctl.drop_in_path}; nothing to revert")
             return 0
         status = ctl.unit_status

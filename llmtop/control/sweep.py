@@ -12,23 +12,26 @@ recommendation applied).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
+import psutil
 
-from llmtop.control.tuning import Controller, failure_since, restart_and_verify
+from llmtop.control.protocols import Controller, DropInController, GpuSampler
+from llmtop.control.tuning import failure_since, restart_and_verify
 from llmtop.model.launch_spec import LaunchSpec, redact_argv
 from llmtop.sources.logs import LogStore
-from llmtop.sources.probe import run_probe
+from llmtop.sources.probe import ProbeResult, run_probe
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "Explain in one paragraph why the sky is blue."
 CSV_FIELDS = (
@@ -87,8 +90,11 @@ class SweepPoint:
     gen_tokens_per_s: float | None = None
     peak_vram_bytes: int | None = None
     load_s: float | None = None
+    # The restarted server as the OS saw it while it was measured (not the requested argv):
+    pid: int | None = None
+    argv: tuple[str, ...] = ()  # redacted /proc/PID/cmdline
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in CSV_FIELDS}
 
 
@@ -105,7 +111,7 @@ class SweepResult:
     vram_total_bytes: int | None = None
     headroom_percent: float = 10.0
 
-    def to_json_dict(self) -> dict[str, Any]:
+    def to_json_dict(self) -> dict[str, object]:
         return {
             "original_argv": list(self.original_argv),
             "points": [asdict(p) for p in self.points],
@@ -206,10 +212,28 @@ def recommend(
     return best, why
 
 
+def running_argv(pid: int | None, binary: str | None = None) -> tuple[str, ...]:
+    """The redacted command line of process *pid* as the OS has it (empty when unreadable):
+    what the restarted server really runs with, whatever was asked for.
+
+    With *binary*, a process running another program gives () — the PID may be from another
+    PID namespace (a unit reached through nsenter)."""
+    if pid is None:
+        return ()
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except (psutil.Error, OSError) as e:
+        log.info("cannot read the command line of pid %s: %s", pid, e)
+        return ()
+    if binary and (not argv or Path(argv[0]).name != Path(binary).name):
+        return ()
+    return tuple(redact_argv(argv))
+
+
 class _VramPeak:
     """Samples the GPU monitor on a thread every interval; keeps the server's peak VRAM."""
 
-    def __init__(self, gpu_monitor: Any | None, interval_s: float = 0.25) -> None:
+    def __init__(self, gpu_monitor: GpuSampler | None, interval_s: float = 0.25) -> None:
         self.monitor = gpu_monitor
         self.interval_s = interval_s
         self.peak: int | None = None
@@ -217,19 +241,26 @@ class _VramPeak:
         self._task: asyncio.Task[None] | None = None
 
     def _read(self) -> None:
-        m = self.monitor
-        reading = m.sample_once() if hasattr(m, "sample_once") else m.latest()
-        for s in getattr(reading, "samples", ()):
+        if self.monitor is None:
+            return
+        reading = self.monitor.sample_once()
+        for s in reading.samples:
             used = s.server_memory_bytes
             if used is not None and s.used_by_server is not False:
                 self.peak = max(self.peak or 0, used)
                 if s.memory_total_bytes:
                     self.total = max(self.total or 0, s.memory_total_bytes)
 
+    async def read(self) -> None:
+        """One sample, in a thread; a failed read is logged and skipped (the peak stays)."""
+        try:
+            await asyncio.to_thread(self._read)
+        except Exception:  # noqa: BLE001 - one missed sample must not end the sweep
+            log.warning("GPU sample for the sweep's peak VRAM failed", exc_info=True)
+
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._read)
+            await self.read()
             await asyncio.sleep(self.interval_s)
 
     def __enter__(self) -> _VramPeak:
@@ -242,7 +273,7 @@ class _VramPeak:
             self._task.cancel()
 
 
-def gen_rate(r: Any) -> float | None:
+def gen_rate(r: ProbeResult) -> float | None:
     """Generation tokens/s of one probe: the server's own timing (predicted_per_second) when
     given — chunks coalesce on a busy client — else the probe's client-side rate."""
     t = r.server_timings or {}
@@ -268,15 +299,25 @@ async def run_sweep(
     n_predict: int = 64,
     api_key: str | None = None,
     timeout_s: float = 180.0,
-    gpu_monitor: Any | None = None,
+    gpu_monitor: GpuSampler | None = None,
     headroom_percent: float = 10.0,
     restore: bool = True,
     apply_best: bool = False,
     on_point: Callable[[SweepPoint], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> SweepResult:
+    """Restart at each --gpu-layers setting, measure it, recommend one, then restore (or apply
+    the recommendation). *on_point* gets each measured point, *on_progress* each step in words."""
+
+    def step(message: str, severity: str = "info") -> None:
+        log_store.note("tuning", message, severity)
+        if on_progress is not None:
+            on_progress(message)
+
     original = controller.spec
     # Unit mode: when the unit had no llmtop drop-in, restoring removes ours (kept as .bak).
-    had_drop_in = getattr(controller, "has_drop_in", None)
+    drop_in = controller if isinstance(controller, DropInController) else None
+    had_drop_in = drop_in.has_drop_in if drop_in is not None else None
     result = SweepResult(
         original_argv=tuple(redact_argv(original.argv)), headroom_percent=headroom_percent
     )
@@ -287,7 +328,7 @@ async def run_sweep(
             if ctx is not None:
                 spec = spec.with_option("ctx_size", ctx)
             seq0 = log_store.last_seq
-            log_store.note("tuning", f"sweep: restarting with --gpu-layers {ngl}")
+            step(f"sweep: restarting with --gpu-layers {ngl}")
             t_load = time.monotonic()
             t_restart = time.time()
             verdict, reason = await restart_and_verify(
@@ -306,8 +347,10 @@ async def run_sweep(
                     break
                 continue
             url = spec.url
-            if gpu_monitor is not None and hasattr(gpu_monitor, "set_server"):
-                gpu_monitor.set_server(controller.pid, spec)
+            pid = controller.pid
+            argv = running_argv(pid, spec.binary)
+            if gpu_monitor is not None:
+                gpu_monitor.set_server(pid, spec)
             with _VramPeak(gpu_monitor) as peak:
                 await run_probe(client, url, prompt, 8, 0.0, api_key)  # warm-up
                 results = [
@@ -315,8 +358,7 @@ async def run_sweep(
                     for _ in range(probes)
                 ]
                 if gpu_monitor is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(peak._read)
+                    await peak.read()
             good = [r for r in results if r.error is None]
             errors = len(results) - len(good)
             point = SweepPoint(
@@ -331,6 +373,8 @@ async def run_sweep(
                 gen_tokens_per_s=_median([gen_rate(r) for r in good]),
                 peak_vram_bytes=peak.peak,
                 load_s=load_s,
+                pid=pid,
+                argv=argv,
             )
             if peak.total:
                 result.vram_total_bytes = peak.total
@@ -356,14 +400,14 @@ async def run_sweep(
     elif restore:
         final = original
     if final is not None:
-        revert = final is original and had_drop_in is False and hasattr(controller, "revert")
+        revert = drop_in.revert if final is original and had_drop_in is False and drop_in else None
         v, _ = await restart_and_verify(
             controller,
             final,
             timeout_s=timeout_s,
             log_store=log_store,
             check_layers=False,
-            restart=controller.revert if revert else None,  # type: ignore[attr-defined]
+            restart=revert,
         )
         done = v is not None and v.ok
         if final is original:
@@ -371,15 +415,11 @@ async def run_sweep(
         else:
             result.applied = done
         result.final_argv = tuple(redact_argv(controller.spec.argv))
-        log_store.note(
-            "tuning",
-            (
-                "sweep: restored the original arguments"
-                if final is original
-                else f"sweep: applied --gpu-layers {result.recommended.gpu_layers}"
-            )  # type: ignore[union-attr]
-            if done
-            else "sweep: could not bring the server back healthy",
-            "info" if done else "critical",
-        )
+        if not done:
+            what = "sweep: could not bring the server back healthy"
+        elif final is original:
+            what = "sweep: restored the original arguments"
+        else:
+            what = f"sweep: applied --gpu-layers {final.gpu_layers}"
+        step(what, "info" if done else "critical")
     return result

@@ -15,15 +15,15 @@ a `ApplyRecord` in a bounded `ChangeLog`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import httpx
 
+from llmtop.control.protocols import Controller, GpuSampler
 from llmtop.model.launch_spec import (
     LaunchSpec,
     format_gpu_layers,
@@ -32,6 +32,8 @@ from llmtop.model.launch_spec import (
 )
 from llmtop.sources.buffer_lines import parse_buffer_lines
 from llmtop.sources.logs import LogStore, detect_event, strip_prefix
+
+log = logging.getLogger(__name__)
 
 FAIL_KINDS = frozenset({"oom", "load_failed", "bind_failed", "start_failed", "crash_loop"})
 FAILED_STATES = frozenset({"failed", "exited", "stopped"})
@@ -50,16 +52,7 @@ FIT_EXPLANATION = (
     "llama-server takes it as given: if it does not fit, the load fails and llmtop rolls back."
 )
 
-
-class Controller(Protocol):
-    mode: str
-    spec: LaunchSpec
-    pid: int | None
-
-    def status(self) -> Any: ...
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    async def restart(self, spec: LaunchSpec | None = None) -> None: ...
+__all__ = ["Controller"]  # re-exported: the protocol lives in llmtop.control.protocols
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +159,7 @@ class ApplyRecord:
         tail = f" — {self.reason}" if self.reason else ""
         return f"{when}  {what}  {self.result}{tail}"
 
-    def to_json_dict(self) -> dict[str, Any]:
+    def to_json_dict(self) -> dict[str, object]:
         return {
             "time": self.time,
             "old_argv": list(self.old_argv),
@@ -197,7 +190,7 @@ class ChangeLog:
     def __len__(self) -> int:
         return len(self._records)
 
-    def to_json(self) -> list[dict[str, Any]]:
+    def to_json(self) -> list[dict[str, object]]:
         return [r.to_json_dict() for r in self._records]
 
 
@@ -206,7 +199,9 @@ class ChangeLog:
 
 
 @dataclass
-class _Verdict:
+class Verdict:
+    """What verifying a restart found: ok, or the reason it is not; the checks passed."""
+
     ok: bool
     reason: str | None = None
     checks: list[str] = field(default_factory=list)
@@ -257,6 +252,7 @@ def _state(controller: Controller) -> str | None:
     try:
         return str(controller.status().state)
     except Exception:  # noqa: BLE001 - a status read must not break verification
+        log.warning("reading the controller's status failed", exc_info=True)
         return None
 
 
@@ -269,12 +265,12 @@ async def verify_restart(
     seq0: int,
     t0: float,
     expected_gpu_layers: int | None = None,
-    gpu_monitor: Any | None = None,
+    gpu_monitor: GpuSampler | None = None,
     settle_s: float = 0.5,
     spec: LaunchSpec | None = None,
-) -> _Verdict:
+) -> Verdict:
     """Wait for the restarted server to be healthy; look for failures since seq0/t0."""
-    v = _Verdict(ok=False)
+    v = Verdict(ok=False)
     deadline = time.monotonic() + timeout_s
     healthy = False
     async with httpx.AsyncClient() as client:
@@ -319,10 +315,11 @@ async def verify_restart(
         v.checks.append(f"offloaded {n}/{m} layers")
 
     if gpu_monitor is not None and expected_gpu_layers not in (None, 0):
-        if hasattr(gpu_monitor, "set_server"):
-            with contextlib.suppress(Exception):
-                gpu_monitor.set_server(controller.pid, spec)
-        vram, nobody = await asyncio.to_thread(_server_vram, gpu_monitor)
+        try:
+            gpu_monitor.set_server(controller.pid, spec)
+        except Exception as e:  # noqa: BLE001 - the VRAM check below says what it saw
+            log_store.note("tuning", f"GPU monitor: cannot follow the new server: {e}", "warning")
+        vram, nobody = await asyncio.to_thread(_server_vram, gpu_monitor, log_store)
         if vram:
             v.checks.append(f"server VRAM {vram / 2**20:.0f} MiB")
         elif nobody:
@@ -340,19 +337,16 @@ async def verify_restart(
     return v
 
 
-def _server_vram(gpu_monitor: Any) -> tuple[int | None, bool]:
+def _server_vram(gpu_monitor: GpuSampler, log_store: LogStore) -> tuple[int | None, bool]:
     """(the server's VRAM over the GPUs it may use or None, True when those GPUs list no process
     at all). Blocking (NVML): run in a thread."""
     try:
-        reading = (
-            gpu_monitor.sample_once()
-            if hasattr(gpu_monitor, "sample_once")
-            else gpu_monitor.latest()
-        )
-    except Exception:  # noqa: BLE001
+        reading = gpu_monitor.sample_once()
+    except Exception as e:  # noqa: BLE001 - no reading: the check is skipped, and said so
+        log_store.note("tuning", f"GPU monitor: no reading for the VRAM check: {e}", "warning")
         return None, False
     total: int | None = None
-    samples = [s for s in getattr(reading, "samples", ()) if s.used_by_server is not False]
+    samples = [s for s in reading.samples if s.used_by_server is not False]
     for s in samples:
         if s.server_memory_bytes is not None:
             total = (total or 0) + s.server_memory_bytes
@@ -371,10 +365,10 @@ async def restart_and_verify(
     timeout_s: float,
     log_store: LogStore,
     health_url: str | None = None,
-    gpu_monitor: Any | None = None,
+    gpu_monitor: GpuSampler | None = None,
     check_layers: bool = True,
-    restart: Callable[[], Awaitable[Any]] | None = None,
-) -> tuple[_Verdict | None, str | None]:
+    restart: Callable[[], Awaitable[object]] | None = None,
+) -> tuple[Verdict | None, str | None]:
     """Restart with *spec* (or run *restart* instead, e.g. a unit revert) and verify it.
 
     Returns (verdict, reason); (None, reason) when the restart itself raised."""
@@ -405,24 +399,31 @@ async def apply_with_rollback(
     api_key: str | None = None,
     timeout_s: float = 120.0,
     log_store: LogStore,
-    gpu_monitor: Any | None = None,
+    gpu_monitor: GpuSampler | None = None,
     change_log: ChangeLog | None = None,
     known_good: LaunchSpec | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> ApplyRecord:
     """Restart with new_spec, verify, and roll back to the last known-good spec on failure.
 
     health_url is the server's /health URL (never needs the api key; api_key is accepted for
     future checks and never logged). known_good defaults to change_log.known_good, else the
-    controller's current spec."""
+    controller's current spec. *on_progress* hears each step in words (as the log does)."""
     del api_key  # /health needs no key; never stored in records
     old_spec = controller.spec
     good = known_good or (change_log.known_good if change_log else None) or old_spec
     started = time.time()
     t_mono = time.monotonic()
     changes = describe_changes(old_spec, new_spec)
-    log_store.note("tuning", f"applying {'; '.join(changes) or 'new arguments'}")
 
-    def record(result: str, reason: str | None, verdict: _Verdict | None) -> ApplyRecord:
+    def step(message: str, severity: str = "info") -> None:
+        log_store.note("tuning", message, severity)
+        if on_progress is not None:
+            on_progress(message)
+
+    step(f"applying {'; '.join(changes) or 'new arguments'}")
+
+    def record(result: str, reason: str | None, verdict: Verdict | None) -> ApplyRecord:
         rec = ApplyRecord(
             time=started,
             old_argv=tuple(redact_argv(old_spec.argv)),
@@ -438,7 +439,7 @@ async def apply_with_rollback(
             change_log.add(rec)
         return rec
 
-    async def apply(spec: LaunchSpec) -> tuple[_Verdict | None, str | None]:
+    async def apply(spec: LaunchSpec) -> tuple[Verdict | None, str | None]:
         return await restart_and_verify(
             controller,
             spec,
@@ -452,17 +453,15 @@ async def apply_with_rollback(
     if verdict is not None and verdict.ok:
         if change_log is not None:
             change_log.known_good = new_spec
-        log_store.note("tuning", f"applied {'; '.join(changes)}")
+        step(f"applied {'; '.join(changes)}")
         return record("applied", None, verdict)
 
-    log_store.note("tuning", f"rolling back: {reason}", "warning")
+    step(f"rolling back: {reason}", "warning")
     back, back_reason = await apply(good)
     if back is not None and back.ok:
-        log_store.note(
-            "tuning", f"rolled back to the last known-good arguments ({reason})", "warning"
-        )
+        step(f"rolled back to the last known-good arguments ({reason})", "warning")
         return record("rolled_back", reason, verdict)
-    log_store.note("tuning", f"rollback failed: {back_reason}", "critical")
+    step(f"rollback failed: {back_reason}", "critical")
     return record("rollback_failed", f"{reason}; rollback: {back_reason}", verdict)
 
 

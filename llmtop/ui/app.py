@@ -27,6 +27,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, Static, Tab, Tabs, TextArea
 
 from llmtop.model.units import model_name
+from llmtop.operations.events import Event, Failed, Progress, Reverted
 from llmtop.session import Session
 from llmtop.snapshot import Snapshot
 from llmtop.ui import partial_render
@@ -635,7 +636,7 @@ class LlmtopApp(App[None]):
             self._q(Tabs).focus()
 
     def _not_supervised(self) -> bool:
-        if self.session.controller is None:
+        if self.session.operations is None:
             self.notify(
                 "not supervised: llmtop is attached to a server it did not start "
                 "(start it with `llmtop -- llama-server …` or --unit to control it)",
@@ -649,14 +650,13 @@ class LlmtopApp(App[None]):
             return
         from llmtop.ui.screens.confirm import ConfirmScreen
 
-        pid = getattr(self.session.controller, "pid", None)
+        pid = self.session.controller.pid if self.session.controller else None
         what = f"llama-server (pid {pid})" if pid else "llama-server"
         self.push_screen(ConfirmScreen(f"Restart {what}?"), self._confirmed_restart)
 
     def _confirmed_restart(self, yes: bool | None) -> None:
         if yes:
-            self.notify("restarting llama-server…")
-            self.run_worker(self._control(self.session.restart), group="control")
+            self._run_server_action("restart")
 
     def action_stop_server(self) -> None:
         if self._not_supervised():
@@ -667,19 +667,16 @@ class LlmtopApp(App[None]):
 
     def _confirmed_stop(self, yes: bool | None) -> None:
         if yes:
-            self.notify("stopping llama-server…")
-            self.run_worker(self._control(self.session.stop_server), group="control")
+            self._run_server_action("stop")
 
     def action_start_server(self) -> None:
-        if self._not_supervised():
-            return
-        self.notify("starting llama-server…")
-        self.run_worker(self._control(self.session.start_server), group="control")
+        if not self._not_supervised():
+            self._run_server_action("start")
 
     def action_revert_dropin(self) -> None:
         """Unit mode: remove llmtop's systemd drop-in (kept as .bak), reload and restart."""
-        revert = getattr(self.session.controller, "revert", None)
-        if self.session.mode != "unit" or revert is None:
+        ops = self.session.operations
+        if ops is None or not ops.server.can_revert:
             self.notify(
                 "not a systemd unit: R reverts llmtop's drop-in of a unit (llmtop --unit NAME)",
                 severity="warning",
@@ -687,35 +684,42 @@ class LlmtopApp(App[None]):
             return
         from llmtop.ui.screens.confirm import ConfirmScreen
 
-        name = getattr(self.session.controller, "name", "the unit")
         self.push_screen(
-            ConfirmScreen(f"Remove llmtop's drop-in of {name} and restart it?"),
+            ConfirmScreen(f"Remove llmtop's drop-in of {ops.server.unit_name} and restart it?"),
             self._confirmed_revert,
         )
 
     def _confirmed_revert(self, yes: bool | None) -> None:
         if yes:
-            self.notify("reverting llmtop's drop-in…")
-            self.run_worker(self._revert(), group="control", exit_on_error=False)
+            self._run_server_action("revert")
 
-    async def _revert(self) -> None:
-        try:
-            removed = await self.session.controller.revert()  # type: ignore[union-attr]
-        except Exception as exc:  # noqa: BLE001 - UnitError / UnitPermissionError say why
-            self.notify(f"revert failed: {exc}", severity="error", timeout=10)
-        else:
-            if removed:
-                self.notify("drop-in removed (kept as .bak); unit reloaded and restarted")
-            else:
-                self.notify("no llmtop drop-in to revert: the unit runs its own arguments")
-        self._tick()
+    def _run_server_action(self, name: str) -> None:
+        """The one route from a key to the server: the session's ServerActions."""
+        ops = self.session.operations
+        if ops is None:
+            return
+        actions = ops.server
+        run = {
+            "restart": actions.restart,
+            "stop": actions.stop,
+            "start": actions.start,
+            "revert": actions.revert,
+        }[name]
 
-    async def _control(self, fn: Callable[[], Any]) -> None:
-        try:
-            await fn()
-        except Exception as exc:  # noqa: BLE001 - shown to the operator
-            self.notify(f"failed: {exc}", severity="error", timeout=10)
-        self._tick()
+        async def act() -> None:
+            await run(self._server_event)
+            self._tick()
+
+        self.run_worker(act(), group="control", exit_on_error=False)
+
+    def _server_event(self, event: Event) -> None:
+        """Restart/stop/start/revert progress → a toast (errors stay up longer)."""
+        if isinstance(event, Progress):
+            self.notify(event.message)
+        elif isinstance(event, Failed):
+            self.notify(event.reason, severity="error", timeout=10)
+        elif isinstance(event, Reverted):
+            self.notify(event.message)
 
     async def action_quit_app(self) -> None:
         await self.shutdown()
