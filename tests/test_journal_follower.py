@@ -7,6 +7,7 @@ import shutil
 import statistics
 import sysconfig
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,21 @@ TICKER = [
     'i=0; while :; do i=$((i+1)); if [ $i = 3 ]; then echo "<3>tick $i boom"; '
     'else echo "tick $i"; fi; sleep 0.2; done',
 ]  # fmt: skip
+
+
+def _require_systemd_python() -> None:
+    if not have_systemd_python():
+        from tests.conftest import missing_component
+
+        missing_component("systemd-python not installed (pip install systemd-python)")
+
+
+async def wait_for(cond: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll cond() every 20 ms until it holds; fail (saying what) at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"within {timeout} s: {what}"
+        await asyncio.sleep(0.02)
 
 
 def _ticks(lines: list[LogLine]) -> list[str]:
@@ -71,10 +87,8 @@ async def _collect_latencies(
 async def test_journal_lines_reach_store_quickly(
     systemd_box: SystemdBox, unit_factory, backend: str, record_property
 ) -> None:  # type: ignore[no-untyped-def]
-    if backend == "python" and not have_systemd_python():
-        from tests.conftest import missing_component
-
-        missing_component("systemd-python not installed (pip install systemd-python)")
+    if backend == "python":
+        _require_systemd_python()
     unit = unit_factory(TICKER, prefix="llmtop-ticker")
     store = LogStore()
     follower = _follower(systemd_box, unit, store, backend)
@@ -103,21 +117,18 @@ async def test_journal_lines_reach_store_quickly(
 async def test_journalctl_fallback_gives_the_same_lines(
     systemd_box: SystemdBox, unit_factory
 ) -> None:  # type: ignore[no-untyped-def]
-    if not have_systemd_python():
-        from tests.conftest import missing_component
-
-        missing_component("systemd-python not installed (pip install systemd-python)")
+    _require_systemd_python()
     unit = unit_factory(TICKER, prefix="llmtop-ticker")
     stores = {"python": LogStore(), "journalctl": LogStore()}
     followers = [_follower(systemd_box, unit, s, b) for b, s in stores.items()]
     for f in followers:
         await f.start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if all(len(_ticks(s.lines())) >= 8 for s in stores.values()):
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(
+            lambda: all(len(_ticks(s.lines())) >= 8 for s in stores.values()),
+            30,
+            "8 ticks through both backends",
+        )
     finally:
         for f in followers:
             await f.stop()
@@ -136,21 +147,18 @@ async def test_follower_sees_restart_messages_and_new_process(
     systemd_box: SystemdBox, unit_factory
 ) -> None:  # type: ignore[no-untyped-def]
     """Lines of the next process after a restart arrive on the same follower."""
+    _require_systemd_python()  # the dashboard's backend (journalctl is the fallback)
     unit = unit_factory(TICKER, prefix="llmtop-ticker")
     store = LogStore()
-    follower = _follower(
-        systemd_box, unit, store, "python" if have_systemd_python() else "journalctl"
-    )
+    follower = _follower(systemd_box, unit, store, "python")
     await follower.start()
     try:
-        deadline = time.monotonic() + 20
-        while "tick 2" not in _ticks(store.lines()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: "tick 2" in _ticks(store.lines()), 20, "tick 2 of the first run")
         systemd_box.systemctl("restart", unit.name)
-        deadline = time.monotonic() + 20
         # the new process starts counting again: a second "tick 1"
-        while _ticks(store.lines()).count("tick 1") < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_for(
+            lambda: _ticks(store.lines()).count("tick 1") >= 2, 20, "tick 1 after the restart"
+        )
     finally:
         await follower.stop()
     assert _ticks(store.lines()).count("tick 1") == 2
@@ -169,12 +177,17 @@ def test_journal_permission_message_for_unprivileged_user(systemd_box: SystemdBo
         "    for backend in ('journalctl', 'python'):\n"
         "        s = S()\n"
         "        f = JournalFollower('x.service', s, directory='/run/log/journal', backend=backend)\n"
-        "        await f.start(); await asyncio.sleep(1.0); await f.stop()\n"
+        "        await f.start()\n"
+        "        for _ in range(1500):  # until the follower says what is wrong (30 s at most)\n"
+        "            if f.error is not None: break\n"
+        "            await asyncio.sleep(0.02)\n"
+        "        await f.stop()\n"
         "        print(backend.upper() + ':', f.error)\n"
         "asyncio.run(main())\n"
     )
     # The test's interpreter may live under /root (mode 700): run a system python3 as nobody,
     # with our venv's site-packages (systemd-python) on the path when the versions agree.
+    _require_systemd_python()
     python = shutil.which("python3", path="/usr/bin:/bin")
     if python is None:
         from tests.conftest import missing_component
@@ -189,8 +202,7 @@ def test_journal_permission_message_for_unprivileged_user(systemd_box: SystemdBo
     assert "not in the systemd-journal (or adm) group" in out["GROUPS"]
     assert "usermod -aG systemd-journal" in out["GROUPS"]
     assert "systemd-journal" in out["JOURNALCTL"]
-    if have_systemd_python():
-        assert "permission denied" in out["PYTHON"]
+    assert "permission denied" in out["PYTHON"]
 
 
 async def test_follower_built_from_the_unit_name_alone(
@@ -199,15 +211,10 @@ async def test_follower_built_from_the_unit_name_alone(
     """The dashboard builds JournalFollower(name, store, user=…): identifier and start time are
     read from systemd, so the backfill starts at the unit's current start."""
     unit = unit_factory(TICKER, prefix="llmtop-ticker")
-    deadline = time.monotonic() + 10
-    while (
-        time.monotonic() < deadline
-        and "tick 6"
-        not in systemd_box.run(
-            ["journalctl", "--no-pager", "-o", "cat", f"_SYSTEMD_UNIT={unit.name}"], check=False
-        ).stdout
-    ):
-        time.sleep(0.1)
+    journal = ["journalctl", "--no-pager", "-o", "cat", f"_SYSTEMD_UNIT={unit.name}"]
+    await wait_for(
+        lambda: "tick 6" in systemd_box.run(journal, check=False).stdout, 20, "tick 6 journalled"
+    )
     systemd_box.systemctl("restart", unit.name)  # the earlier process's lines are not shown
     store = LogStore()
     follower = JournalFollower(
@@ -218,13 +225,13 @@ async def test_follower_built_from_the_unit_name_alone(
         command_prefix=systemd_box.command_prefix,
     )
     await follower.start()
+
+    def current_run_seen() -> bool:
+        ticks = _ticks(store.lines())
+        return "tick 1" in ticks and "tick 3 boom" in ticks[ticks.index("tick 1") :]
+
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            ticks = _ticks(store.lines())
-            if "tick 1" in ticks and "tick 3 boom" in ticks[ticks.index("tick 1") :]:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(current_run_seen, 20, "tick 1 … tick 3 of the current run")
     finally:
         await follower.stop()
     assert follower.syslog_identifier == unit.name.removesuffix(".service")
