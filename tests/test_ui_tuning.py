@@ -43,6 +43,16 @@ def _session(spec: LaunchSpec) -> tuple[Session, ChildSupervisor]:
     return Session(mode="child", url=spec.url, log_store=store, controller=sup), sup
 
 
+def _require_fit_params(llama_server_bin: Path) -> None:
+    """scripts/get-llama-server.sh builds llama-fit-params beside llama-server: CI needs it."""
+    from llmtop.sources.buffer_lines import find_fit_params
+
+    if find_fit_params(llama_server_bin) is None:
+        from tests.conftest import missing_component
+
+        missing_component("llama-fit-params not built next to llama-server")
+
+
 async def _until(pilot: object, cond: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -109,6 +119,7 @@ async def test_plan_follows_typing_and_errors_are_inline(tiny_model: Path) -> No
 
 @pytest.mark.real_server
 async def test_apply_rollback_and_confirm(llama_server_bin: Path, tiny_model: Path) -> None:
+    _require_fit_params(llama_server_bin)
     spec = _spec(llama_server_bin, tiny_model, free_port())
     session, sup = _session(spec)
     try:
@@ -117,12 +128,11 @@ async def test_apply_rollback_and_confirm(llama_server_bin: Path, tiny_model: Pa
         async with app.run_test(size=(160, 50)) as pilot:
             panel = app.query_one(TuningPanel)
             await _until(pilot, lambda: panel.info is not None and sup.status().state == "ready")
-            # llama.cpp's own fitter, when built next to llama-server, is shown beside the plan
+            # llama.cpp's own fitter (built next to llama-server) is shown beside the plan
             # (started when the tab is first shown a snapshot)
             panel.show(_snapshot(64 * MiB, 60 * MiB))
-            if (llama_server_bin.parent / "llama-fit-params").exists():
-                await _until(pilot, lambda: "suggests" in panel.text_of("tuning-fit-params"), 30)
-                assert "-c 512 -ngl -1" in panel.text_of("tuning-fit-params")
+            await _until(pilot, lambda: "suggests" in panel.text_of("tuning-fit-params"), 30)
+            assert "-c 512 -ngl -1" in panel.text_of("tuning-fit-params")
 
             # 1. apply a smaller context
             panel.query_one("#tuning-ctx", Input).value = "256"
@@ -166,6 +176,7 @@ async def test_apply_rollback_and_confirm(llama_server_bin: Path, tiny_model: Pa
 
 @pytest.mark.real_server
 async def test_sweep_from_the_panel(llama_server_bin: Path, tiny_model: Path) -> None:
+    _require_fit_params(llama_server_bin)
     spec = _spec(llama_server_bin, tiny_model, free_port())
     session, sup = _session(spec)
     try:
@@ -175,8 +186,8 @@ async def test_sweep_from_the_panel(llama_server_bin: Path, tiny_model: Path) ->
             panel = app.query_one(TuningPanel)
             await _until(pilot, lambda: panel.info is not None and sup.status().state == "ready")
             panel.show(_snapshot(64 * MiB, 60 * MiB))
-            if (llama_server_bin.parent / "llama-fit-params").exists():  # layout settled
-                await _until(pilot, lambda: "suggests" in panel.text_of("tuning-fit-params"), 30)
+            # layout settled
+            await _until(pilot, lambda: "suggests" in panel.text_of("tuning-fit-params"), 30)
             assert panel.query_one("#tuning-sweep-range", Input).value == "0:5:1"
             panel.query_one("#tuning-sweep-range", Input).value = "0:9"
             panel.query_one("#tuning-sweep-start", Button).press()
