@@ -303,11 +303,12 @@ async def request(
         writer.write(wire)
         async with asyncio.timeout(timeout_s):
             await writer.drain()
-            arrived = time.perf_counter_ns()
-            while (head := parser.read_head()) is None:
+            while True:
                 data = await reader.read(_RECV)
                 arrived = time.perf_counter_ns()
                 parser.feed(data)
+                if (head := parser.read_head()) is not None:
+                    break
     except TimeoutError:
         writer.close()
         raise RawHTTPError(f"timed out after {timeout_s:.1f} s") from None
@@ -478,10 +479,10 @@ class _Conn:
             if reused:
                 raise _StaleConnection from None
             raise RawHTTPError("connection closed by the server") from None
-        got_any = self.parser.buffered
+        if not self.parser.buffered:  # read first: asking h11 now would only say NEED_DATA
+            self._fill(deadline, timeout_s, fresh=reused)
         while (head := self.parser.read_head()) is None:
-            self._fill(deadline, timeout_s, reused and not got_any)
-            got_any = True
+            self._fill(deadline, timeout_s, fresh=False)
         _check_length(head)
         parts: list[bytes] = []
         size = 0
@@ -494,6 +495,6 @@ class _Conn:
                 parts.append(data)
             if done:
                 break
-            self._fill(deadline, timeout_s, False)
+            self._fill(deadline, timeout_s, fresh=False)
         self.keep_alive = self.parser.reusable
         return head.status, head.headers, b"".join(parts), time.monotonic()
