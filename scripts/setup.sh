@@ -9,7 +9,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need_pkgs=()
 for spec in python3:python3 python3-venv:python3-venv cmake:cmake g++:g++ make:make gcc:gcc \
-            pkg-config:pkg-config patchelf:patchelf git:git tmux:tmux unshare:util-linux nsenter:util-linux; do
+            pkg-config:pkg-config patchelf:patchelf git:git tmux:tmux unshare:util-linux nsenter:util-linux prlimit:util-linux; do
   cmd=${spec%%:*}; pkg=${spec#*:}
   if [ "$cmd" = python3-venv ]; then
     python3 -c 'import ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
