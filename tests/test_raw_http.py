@@ -215,6 +215,15 @@ async def test_bad_chunk_sizes_are_malformed_in_words(chunks: bytes) -> None:
         assert (await probe_error(srv.url)).startswith("malformed HTTP response")
 
 
+def test_interim_answers_are_skipped_but_not_forever() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    with serve(Reply(interim * 3 + ok(b"real")), Reply(interim * 1000, "hang")) as srv:
+        (first,) = get_sequence(srv.url, [("/health", {})])
+        (second,) = get_sequence(srv.url, [("/health", {})], timeout_s=60.0)
+    assert isinstance(first, tuple) and first[:1] == (200,) and first[2] == b"real"
+    assert str(second) == "malformed HTTP response (endless 1xx interim answers)"
+
+
 def endless_headers(sock: socket.socket, stop: threading.Event) -> None:
     """A head that never ends: header lines until the client gives up (or 64 × the cap)."""
     sock.sendall(b"HTTP/1.1 200 OK\r\n")
