@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "plan": "VRAM plan for a GGUF model: weights, KV cache, compute, headroom",
     "tune": "sweep --gpu-layers, measure each setting, recommend one",
     "unit": "systemd unit helpers: print a unit file, revert llmtop's drop-in",
+    "agent": "record server, host and GPU samples to a history database, with no UI",
     "demo": "set up and open the dashboard on a demo llama-server with a tiny model",
 }
 
