@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "tune": "sweep --gpu-layers, measure each setting, recommend one",
     "unit": "systemd unit helpers: print a unit file, revert llmtop's drop-in",
     "agent": "record server, host and GPU samples to a history database, with no UI",
+    "report": "what happened in the recorded history: throttling, alerts, restarts, VRAM, latency",
     "demo": "set up and open the dashboard on a demo llama-server with a tiny model",
 }
 
