@@ -104,7 +104,12 @@ def redact_environment(env: Mapping[str, str]) -> tuple[str, ...]:
 
 # Cheap gate: a line without any of these words cannot hold a secret shape.
 _TRIGGER = re.compile(r"key|token|secret|passw|credential|bearer|-hft", re.IGNORECASE)
-_VALUE = r"(?:\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s\"',;]+)"
+# A value: quoted, or a run up to whitespace or a double quote (which ends it in Environment="…"
+# and JSON). Commas, semicolons and single quotes belong to it: llama-server takes a list of keys
+# (`--api-key k1,k2`), and a key may hold any printable character. An unmatched leading quote is
+# part of the run, so `--api-key "abc` hides abc too.
+_RUN = r"(?:[^\s\"\\]|\\.)+"
+_VALUE = r"(?:\"(?:[^\"\\]|\\.)*\"|'[^']*'|[\"']?" + _RUN + r")"
 _SHAPES = re.compile(
     # --api-key X / --api-key=X / --api_key X / --hf-token X / -hft X (any case)
     r"(?P<flag>(?<![\w-])(?i:--api[-_]key|--hf[-_]token|-hft)(?:=|[ \t]+))(?P<v1>" + _VALUE + r")"
@@ -113,7 +118,7 @@ _SHAPES = re.compile(
     r"|(?P<name>(?<![\w])[A-Z_][A-Z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)"
     r"[A-Z0-9_]*=)(?P<v2>" + _VALUE + r")"
     # Authorization: Bearer X
-    r"|(?P<auth>(?i:bearer)[ \t]+)(?P<v3>[^\s\"',;]+)"
+    r"|(?P<auth>(?i:bearer)[ \t]+)(?P<v3>" + _RUN + r")"
     # "api_key": "X" in JSON
     r"|(?P<json>\"(?:api_key|apiKey|api-key|token|password)\"[ \t]*:[ \t]*)"
     r"(?P<v4>\"(?:[^\"\\]|\\.)*\")"
