@@ -74,4 +74,7 @@ def parse_time(text: str, *, now: float) -> float:
             f"not a time: {text!r} (expected 2026-12-02T03:14:07, 2026-12-02 03:14, "
             "unix seconds, or '3h ago')"
         ) from None
-    return dt.timestamp()
+    try:
+        return dt.timestamp()
+    except (OverflowError, OSError):
+        raise ValueError(f"not a time this system can place: {text!r}") from None
