@@ -21,7 +21,8 @@ import pytest
 
 from llmtop.agent.recorder import HistoryRecorder, RecorderOptions
 from llmtop.agent.runner import AgentRunner
-from llmtop.diagnosis.history_report import HistoryWindow, build_report
+from llmtop.commands.report import read_window
+from llmtop.diagnosis.history_report import build_report
 from llmtop.session import Session, make_alert_engine
 from llmtop.sources.history_db import HistoryDB
 from tests.nvml_sim.harness import SimGpus
@@ -114,10 +115,7 @@ def test_report_finds_each_throttled_span_and_nothing_else(
         rng = db.time_range()
         assert rng is not None and rng.start < t0 + 1.0 and rng.end > t0 + RUN_S - 1.0
         rows = db.gpu_rows(rng.start, rng.end)
-        window = HistoryWindow(rng.start, rng.end, rows, db.server_rows(rng.start, rng.end),
-                               db.alerts(rng.start, rng.end), db.events(rng.start, rng.end),
-                               db.probes(rng.start, rng.end), db.gpu_names())  # fmt: skip
-    report = build_report(window)
+        report = build_report(read_window(db, rng.start, rng.end))
     spans = report.throttle_spans
     assert [(s.gpu_index, s.reasons) for s in spans] == [
         (0, ("HwThermalSlowdown",)),  # the HwSlowdown umbrella folds into the specific bit

@@ -16,7 +16,14 @@ import json
 import sys
 import time
 
-from llmtop.diagnosis.history_report import HistoryReport, HistoryWindow, build_report
+from llmtop.diagnosis.history_report import (
+    GAP_INTERVALS,
+    THROTTLE_REASONS,
+    HistoryReport,
+    HistoryWindow,
+    ThrottledRun,
+    build_report,
+)
 from llmtop.model.timespec import parse_duration, parse_time
 from llmtop.model.units import fmt_bytes, fmt_duration, fmt_rate
 from llmtop.sources.history_db import HistoryDB, HistoryError, default_db_path
@@ -63,17 +70,34 @@ def load_report(db: HistoryDB, start: float, end: float) -> HistoryReport:
             f"no samples between {_stamp(start)} and {_stamp(end)}: {db.path} holds "
             f"{_stamp(rng.start)} … {_stamp(rng.end)}"
         )
-    window = HistoryWindow(
+    return build_report(read_window(db, start, end))
+
+
+def read_window(db: HistoryDB, start: float, end: float) -> HistoryWindow:
+    """What the report needs of [start, end], read with a handful of range queries."""
+    gap = GAP_INTERVALS * db.interval_s()
+    runs = []
+    for run in db.throttle_runs(start, end, THROTTLE_REASONS, gap):
+        stop = run.last
+        runs.append(
+            ThrottledRun(
+                run,
+                db.gpu_rows_of(run.gpu_index, run.first, stop),
+                [g for _, g in db.gen_rates(run.first, stop)],
+            )
+        )
+    return HistoryWindow(
         start=start,
         end=end,
-        gpus=db.gpu_rows(start, end),
-        servers=db.server_rows(start, end),
+        runs=runs,
+        gen_total=db.gen_total(start, end),
+        gpu_peaks=db.gpu_peaks(start, end),
+        server_peak=db.server_vram_peak(start, end),
         alerts=db.alerts(start, end),
         events=db.events(start, end),
         probes=db.probes(start, end),
         gpu_names=db.gpu_names(),
     )
-    return build_report(window)
 
 
 def _table(title: str, header: list[str], rows: list[list[str]], empty: str) -> list[str]:

@@ -1,6 +1,6 @@
 """What happened while nobody watched: pure analysis of recorded history rows.
 
-`build_report(window)` turns the rows of one time window (read by sources/history_db.py) into a
+`build_report(window)` turns what the reader (sources/history_db.py) found in one window into a
 `HistoryReport`: throttled spans per GPU tied to the server's decode speed during and outside
 them, alerts with their durations, the server's events with the log lines before them, VRAM
 peaks per GPU and for the server, and TTFT/ITL percentiles per hour from recorded probes.
@@ -11,7 +11,8 @@ cap; GpuIdle and application clocks are not throttling). It starts at the first 
 sample and ends at the first sample without throttling, so both ends are within one sampling
 interval of the real change; a gap in the recording (agent stopped) ends it at the last
 throttled sample. Decode speed counts samples where the server was generating (tokens/s > 0),
-so idle time does not pass for slowness.
+so idle time does not pass for slowness. The runs are found by the reader in SQL; only their
+own samples are loaded, so a report over a week of 1 s samples stays fast.
 """
 
 from __future__ import annotations
@@ -19,25 +20,46 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from llmtop.diagnosis.thermal import limiting_reasons
-from llmtop.sources.history_db import AlertRow, EventRow, GpuRow, ProbeRow, ServerRow
+from llmtop.diagnosis.thermal import LIMITING, limiting_reasons
+from llmtop.sources.history_db import (
+    AlertRow,
+    EventRow,
+    GpuPeak,
+    GpuRow,
+    ProbeRow,
+    ThrottleRun,
+)
 
 # A recording gap longer than this many sampling intervals ends a span.
 GAP_INTERVALS = 3.0
+# The reasons that make a sample throttled (thermal slowdown, power brake, power cap).
+THROTTLE_REASONS = tuple(LIMITING)
 HOUR_S = 3600.0
 
 
 @dataclass(frozen=True)
+class ThrottledRun:
+    """One run of throttled samples of a GPU (found by the reader) with what the report needs
+    of it: the GPU's samples in it and the server's decode speeds (> 0) at those times."""
+
+    run: ThrottleRun
+    rows: Sequence[GpuRow]
+    gen_during: Sequence[float]
+
+
+@dataclass(frozen=True)
 class HistoryWindow:
-    """The rows of one window, as the reader returned them (time-ordered)."""
+    """What the reader returned for one window (small: a 7-day window is never loaded whole)."""
 
     start: float
     end: float
-    gpus: Sequence[GpuRow]
-    servers: Sequence[ServerRow]
+    runs: Sequence[ThrottledRun] = ()
+    gen_total: tuple[float, int] = (0.0, 0)  # (sum, count) of decode tok/s > 0 in the window
+    gpu_peaks: Sequence[GpuPeak] = ()
+    server_peak: tuple[int, float] | None = None
     alerts: Sequence[AlertRow] = ()
     events: Sequence[EventRow] = ()
     probes: Sequence[ProbeRow] = ()
@@ -140,7 +162,7 @@ def _plain(value: object) -> object:
 
 def build_report(window: HistoryWindow) -> HistoryReport:
     return HistoryReport(
-        throttle_spans=throttle_spans(window.gpus, window.servers),
+        throttle_spans=throttle_spans(window.runs, window.gen_total),
         alerts=alert_spans(window.alerts, window.start, window.end),
         events=tuple(
             ReportEvent(
@@ -148,84 +170,55 @@ def build_report(window: HistoryWindow) -> HistoryReport:
             )  # fmt: skip
             for e in window.events
         ),
-        vram_peaks=vram_peaks(window.gpus, window.gpu_names),
+        vram_peaks=vram_peaks(window.gpu_peaks, window.server_peak, window.gpu_names),
         latency=latency_by_hour(window.probes),
     )
 
 
 # ---------------------------------------------------------------------- throttling
-def sampling_interval(times: Sequence[float]) -> float:
-    """The recording's interval: the median step between samples (1 s when unknown)."""
-    steps = [b - a for a, b in zip(times, times[1:], strict=False) if b > a]
-    return statistics.median(steps) if steps else 1.0
-
-
 def throttle_spans(
-    gpus: Sequence[GpuRow], servers: Sequence[ServerRow]
+    runs: Sequence[ThrottledRun], gen_total: tuple[float, int]
 ) -> tuple[ThrottleSpan, ...]:
-    gen = {s.time: s.gen_tokens_per_s for s in servers}
-    by_gpu: dict[int, list[GpuRow]] = {}
-    for g in gpus:
-        by_gpu.setdefault(g.gpu_index, []).append(g)
+    """Spans from the reader's runs. Decode speed outside = the window's generating samples
+    less those inside this GPU's spans."""
+    inside: dict[int, tuple[float, int]] = {}
+    for r in runs:
+        s, n = inside.get(r.run.gpu_index, (0.0, 0))
+        inside[r.run.gpu_index] = (s + sum(r.gen_during), n + len(r.gen_during))
     spans: list[ThrottleSpan] = []
-    for index, rows in sorted(by_gpu.items()):
-        rows.sort(key=lambda r: r.time)
-        gap = GAP_INTERVALS * sampling_interval([r.time for r in rows])
-        runs = _throttled_runs(rows, gap)
-        inside = {r.time for run, _ in runs for r in run}
-        outside = _mean_generating(gen.get(r.time) for r in rows if r.time not in inside)
-        for run, end in runs:
-            reasons: set[str] = set()
-            for r in run:
-                reasons |= limiting_reasons(r.reasons)
-            temps = [r.temperature_c for r in run if r.temperature_c is not None]
-            clocks = [
-                100.0 * r.sm_clock_mhz / r.sm_clock_max_mhz
-                for r in run
-                if r.sm_clock_mhz is not None and r.sm_clock_max_mhz
-            ]
-            start = run[0].time
-            stop = end if end is not None else run[-1].time
-            spans.append(
-                ThrottleSpan(
-                    gpu_index=index,
-                    start=start,
-                    end=stop,
-                    duration_s=round(stop - start, 3),
-                    reasons=tuple(sorted(reasons)),
-                    peak_temperature_c=max(temps) if temps else None,
-                    min_sm_clock_percent=round(min(clocks), 1) if clocks else None,
-                    gen_tokens_per_s_during=_mean_generating(gen.get(r.time) for r in run),
-                    gen_tokens_per_s_outside=outside,
-                    ongoing=end is None and run[-1] is rows[-1],
-                )
+    for r in runs:
+        run = r.run
+        s_in, n_in = inside[run.gpu_index]
+        n_out = gen_total[1] - n_in
+        outside = round((gen_total[0] - s_in) / n_out, 2) if n_out > 0 else None
+        reasons: set[str] = set()
+        for row in r.rows:
+            reasons |= limiting_reasons(row.reasons)
+        temps = [row.temperature_c for row in r.rows if row.temperature_c is not None]
+        clocks = [
+            100.0 * row.sm_clock_mhz / row.sm_clock_max_mhz
+            for row in r.rows
+            if row.sm_clock_mhz is not None and row.sm_clock_max_mhz
+        ]
+        stop = run.next_time if run.next_time is not None else run.last
+        spans.append(
+            ThrottleSpan(
+                gpu_index=run.gpu_index,
+                start=run.first,
+                end=stop,
+                duration_s=round(stop - run.first, 3),
+                reasons=tuple(sorted(reasons)),
+                peak_temperature_c=max(temps) if temps else None,
+                min_sm_clock_percent=round(min(clocks), 1) if clocks else None,
+                gen_tokens_per_s_during=(
+                    round(statistics.fmean(r.gen_during), 2) if r.gen_during else None
+                ),
+                gen_tokens_per_s_outside=outside,
+                ongoing=run.next_time is None,
             )
+        )
     spans.sort(key=lambda s: (s.start, s.gpu_index))
     return tuple(spans)
-
-
-def _throttled_runs(rows: Sequence[GpuRow], gap: float) -> list[tuple[list[GpuRow], float | None]]:
-    """Runs of throttled samples, each with the time of the first unthrottled sample after it
-    (None when the recording stops or has a gap first)."""
-    runs: list[tuple[list[GpuRow], float | None]] = []
-    run: list[GpuRow] = []
-    for r in rows:
-        if run and r.time - run[-1].time > gap:
-            runs.append((run, None))  # the agent stopped watching: end at the last sample
-            run = []
-        if limiting_reasons(r.reasons):
-            run.append(r)
-        elif run:
-            runs.append((run, r.time))
-            run = []
-    if run:
-        runs.append((run, None))
-    return runs
-
-
-def _mean_generating(values: Iterable[float | None]) -> float | None:
-    xs = [v for v in values if v is not None and v > 0]
-    return round(statistics.fmean(xs), 2) if xs else None
 
 
 # ---------------------------------------------------------------------- alerts
@@ -252,37 +245,22 @@ def alert_spans(alerts: Sequence[AlertRow], start: float, end: float) -> tuple[A
 
 
 # ---------------------------------------------------------------------- VRAM
-def vram_peaks(gpus: Sequence[GpuRow], names: dict[int, str]) -> VramPeaks:
-    per: dict[int, list[GpuRow]] = {}
-    server_at: dict[float, int] = {}
-    for g in gpus:
-        per.setdefault(g.gpu_index, []).append(g)
-        if g.server_memory_bytes is not None:
-            server_at[g.time] = server_at.get(g.time, 0) + g.server_memory_bytes
-    peaks = []
-    for index, rows in sorted(per.items()):
-        used = [r for r in rows if r.memory_used_bytes is not None]
-        srv = [r for r in rows if r.server_memory_bytes is not None]
-        top = max(used, key=lambda r: r.memory_used_bytes or 0) if used else None
-        stop = max(srv, key=lambda r: r.server_memory_bytes or 0) if srv else None
-        peaks.append(
-            GpuVramPeak(
-                gpu_index=index,
-                name=names.get(index),
-                peak_memory_used_bytes=top.memory_used_bytes if top else None,
-                peak_memory_used_at=top.time if top else None,
-                memory_total_bytes=next(
-                    (r.memory_total_bytes for r in rows if r.memory_total_bytes), None
-                ),
-                peak_server_memory_bytes=stop.server_memory_bytes if stop else None,
-                peak_server_memory_at=stop.time if stop else None,
-            )
-        )
-    server = None
-    if server_at:
-        t, peak = max(server_at.items(), key=lambda kv: kv[1])
-        server = ServerVramPeak(peak, t)
-    return VramPeaks(tuple(peaks), server)
+def vram_peaks(
+    peaks: Sequence[GpuPeak], server: tuple[int, float] | None, names: dict[int, str]
+) -> VramPeaks:
+    gpus = tuple(
+        GpuVramPeak(
+            p.gpu_index,
+            names.get(p.gpu_index),
+            p.peak_memory_used_bytes,
+            p.peak_memory_used_at,
+            p.memory_total_bytes,
+            p.peak_server_memory_bytes,
+            p.peak_server_memory_at,
+        )  # fmt: skip
+        for p in sorted(peaks, key=lambda p: p.gpu_index)
+    )
+    return VramPeaks(gpus, ServerVramPeak(*server) if server is not None else None)
 
 
 # ---------------------------------------------------------------------- latency

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -174,6 +174,27 @@ class ProbeRow:
     total_ms: float | None
 
 
+@dataclass(frozen=True)
+class ThrottleRun:
+    """Consecutive samples of one GPU with a throttle reason: the first and last of them, and
+    the first sample after them when it followed without a gap (None: the recording stopped)."""
+
+    gpu_index: int
+    first: float
+    last: float
+    next_time: float | None
+
+
+@dataclass(frozen=True)
+class GpuPeak:
+    gpu_index: int
+    peak_memory_used_bytes: int | None
+    peak_memory_used_at: float | None
+    memory_total_bytes: int | None
+    peak_server_memory_bytes: int | None
+    peak_server_memory_at: float | None
+
+
 _Row = TypeVar("_Row")
 _BOOL_FIELDS = {"lost", "persistence_mode", "used_by_server", "sleeping", "ok"}
 
@@ -319,6 +340,110 @@ class HistoryDB:
             (t0, t1),
         )
         return [_make(AlertRow, r) for r in rows]
+
+    def throttle_runs(
+        self, t0: float, t1: float, reasons: Iterable[str], gap_s: float
+    ) -> list[ThrottleRun]:
+        """Runs of samples whose throttle_reasons name any of *reasons*, per GPU, found in SQL
+        (window functions over the time key: a 7-day window is read without loading its rows).
+        A step longer than *gap_s* between samples ends a run."""
+        names = [f",{r}," for r in reasons]
+        pred = " OR ".join(["instr(',' || throttle_reasons || ',', ?) > 0"] * len(names)) or "0"
+        sql = f"""
+            WITH s AS (
+              SELECT gpu_index, time,
+                     (throttle_reasons IS NOT NULL AND throttle_reasons != '' AND ({pred})) AS th
+              FROM gpu_samples WHERE time >= ? AND time <= ?),
+            w AS (
+              SELECT gpu_index, time, th,
+                LAG(th) OVER win AS pth, LAG(time) OVER win AS ptime,
+                LEAD(th) OVER win AS nth, LEAD(time) OVER win AS ntime
+              FROM s WINDOW win AS (PARTITION BY gpu_index ORDER BY time))
+            SELECT gpu_index, time, pth, ptime, nth, ntime FROM w
+            WHERE th = 1 AND (pth IS NOT 1 OR time - ptime > ? OR nth IS NOT 1 OR ntime - time > ?)
+            ORDER BY gpu_index, time"""
+        rows = self._query(sql, (*names, t0, t1, gap_s, gap_s))
+        runs: list[ThrottleRun] = []
+        open_run: tuple[int, float] | None = None
+        for gpu, t, pth, ptime, nth, ntime in rows:
+            starts = pth != 1 or t - ptime > gap_s  # type: ignore[operator]
+            ends = nth != 1 or ntime - t > gap_s  # type: ignore[operator]
+            if starts:
+                open_run = (int(gpu), float(t))  # type: ignore[call-overload, arg-type]
+            if ends and open_run is not None:
+                nxt = ntime if ntime is not None and ntime - t <= gap_s else None  # type: ignore[operator]
+                runs.append(ThrottleRun(open_run[0], open_run[1], float(t), nxt))  # type: ignore[arg-type]
+                open_run = None
+        return runs
+
+    def gpu_rows_of(self, gpu_index: int, t0: float, t1: float) -> list[GpuRow]:
+        cols = ", ".join(_columns(GpuRow))
+        rows = self._query(
+            f"SELECT {cols} FROM gpu_samples WHERE time >= ? AND time <= ? AND gpu_index = ?"
+            " ORDER BY time",
+            (t0, t1, gpu_index),
+        )
+        return [_make(GpuRow, r) for r in rows]
+
+    def gen_rates(self, t0: float, t1: float) -> list[tuple[float, float]]:
+        """(time, gen tokens/s) of the samples in [t0, t1] where the server was generating."""
+        rows = self._query(
+            "SELECT time, gen_tokens_per_s FROM server_samples WHERE time >= ? AND time <= ?"
+            " AND gen_tokens_per_s > 0 ORDER BY time",
+            (t0, t1),
+        )
+        return [(float(t), float(g)) for t, g in rows]  # type: ignore[arg-type]
+
+    def gen_total(self, t0: float, t1: float) -> tuple[float, int]:
+        """(sum, count) of gen tokens/s over the generating samples of [t0, t1]."""
+        row = self._query(
+            "SELECT total(gen_tokens_per_s), count(*) FROM server_samples"
+            " WHERE time >= ? AND time <= ? AND gen_tokens_per_s > 0",
+            (t0, t1),
+        )[0]
+        return float(row[0]), int(row[1])  # type: ignore[arg-type, call-overload]
+
+    def gpu_peaks(self, t0: float, t1: float) -> list[GpuPeak]:
+        """Per GPU: highest VRAM use and highest server VRAM in [t0, t1], with their times
+        (SQLite gives the row of a max() aggregate with it)."""
+        used = self._query(
+            "SELECT gpu_index, max(memory_used_bytes), time, max(memory_total_bytes)"
+            " FROM gpu_samples WHERE time >= ? AND time <= ? GROUP BY gpu_index",
+            (t0, t1),
+        )
+        srv = {
+            int(g): (b, t)  # type: ignore[call-overload]
+            for g, b, t in self._query(
+                "SELECT gpu_index, max(server_memory_bytes), time FROM gpu_samples"
+                " WHERE time >= ? AND time <= ? AND server_memory_bytes IS NOT NULL"
+                " GROUP BY gpu_index",
+                (t0, t1),
+            )
+        }
+        out = []
+        for g, b, t, total in used:
+            sb, st = srv.get(int(g), (None, None))  # type: ignore[call-overload]
+            out.append(GpuPeak(int(g), b, t if b is not None else None, total, sb, st))  # type: ignore[arg-type, call-overload]
+        return out
+
+    def server_vram_peak(self, t0: float, t1: float) -> tuple[int, float] | None:
+        """The server's VRAM summed over its GPUs at its highest sample: (bytes, time)."""
+        rows = self._query(
+            "SELECT sum(server_memory_bytes) AS s, time FROM gpu_samples"
+            " WHERE time >= ? AND time <= ? AND server_memory_bytes IS NOT NULL"
+            " GROUP BY time ORDER BY s DESC, time LIMIT 1",
+            (t0, t1),
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), float(rows[0][1])  # type: ignore[call-overload, arg-type]
+
+    def interval_s(self) -> float:
+        """The interval the agent recorded at (meta), 1 s when unknown."""
+        try:
+            return float(self.meta().get("interval_s", "1") or 1)
+        except ValueError:
+            return 1.0
 
     def gpu_names(self) -> dict[int, str]:
         rows = self._query("SELECT gpu_index, name FROM gpu_devices ORDER BY last_seen")
