@@ -186,6 +186,11 @@ def run_dashboard(session: Session, *, log_lines: int = 10_000) -> int:
     from llmtop.ui.app import create_app
 
     app = create_app(session, log_lines=log_lines)
+    # A terminal that vanishes (SSH drop) must end in the clean shutdown, not a hung writer.
+    with contextlib.suppress(ImportError):  # POSIX only (termios)
+        from llmtop.ui.terminal import driver_for
+
+        app.driver_class = driver_for(app.driver_class)
 
     # SIGTERM/SIGHUP while the app runs are handled inside it (clean child stop, terminal
     # restored); these handlers cover the moments before the loop starts and after it ends.
