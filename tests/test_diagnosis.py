@@ -218,3 +218,61 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     cfg.write_text("[alerts]\nvram_procent = 90\n")
     with pytest.raises(ConfigError, match="unknown alert setting 'vram_procent'"):
         load_thresholds(cfg)
+
+
+# -- the server's life: down, not responding, crash loop (the fault matrix drives the real ones) --
+
+
+def _life(
+    t: float,
+    health: str,
+    detail: str = "",
+    state: str | None = None,
+    pstate: str | None = None,
+    **sup_fields: object,
+) -> Snapshot:
+    """A snapshot of the server's life: health, supervisor state (None: attach), psutil state."""
+    from llmtop.snapshot import HostStats, ProcessStats, SupervisorStatus
+
+    sup = SupervisorStatus(mode="child", state=state, **sup_fields) if state else None  # type: ignore[arg-type]
+    host = HostStats(process=ProcessStats(pid=77, status=pstate)) if pstate else HostStats()
+    server = ServerStatus(url="http://127.0.0.1:1", health=health, detail=detail)  # type: ignore[arg-type]
+    return Snapshot(time=t, server=server, host=host, supervisor=sup)
+
+
+def test_a_stopped_server_is_no_alert_and_a_starting_one_only_if_it_was_down() -> None:
+    """The operator's own stop is no alert; a refused connection while the child starts is
+    none either — unless it was already down (crash → restart → load is one alert)."""
+    eng = AlertEngine()
+    assert eng.evaluate(_life(0, "unreachable", "connection refused", "stopped")) == ()
+    assert eng.evaluate(_life(1, "unreachable", "connection refused", "starting")) == ()
+    assert eng.evaluate(_life(2, "ok", "ok", "ready")) == ()
+    down = eng.evaluate(
+        _life(3, "unreachable", "connection refused", "exited", last_exit="exit code 1")
+    )
+    assert [(a.kind, a.severity) for a in down] == [("server_down", "critical")]
+    assert "exit code 1" in down[0].message
+    for t, health, state in ((4, "unreachable", "starting"), (5, "loading", "loading")):
+        kept = eng.evaluate(_life(t, health, "", state))
+        assert [a.kind for a in kept] == ["server_down"] and kept[0].since == 3
+    assert eng.evaluate(_life(6, "ok", "ok", "ready")) == ()
+
+
+def test_attach_mode_down_and_hung_in_words() -> None:
+    eng = AlertEngine()
+    (down,) = eng.evaluate(_life(0, "unreachable", "connection refused"))
+    assert down.kind == "server_down" and "connection refused" in down.message
+    (hung,) = eng.evaluate(_life(1, "unreachable", "timed out after 2.0 s", pstate="sleeping"))
+    assert hung.kind == "server_not_responding" and "process 77 is sleeping" in hung.message
+    (stopped,) = eng.evaluate(_life(2, "unreachable", "not responding", pstate="stopped"))
+    assert "stopped (SIGSTOP)" in stopped.message and "kill -CONT 77" in stopped.message
+
+
+def test_crash_loop_beats_down_and_stays_while_up_again() -> None:
+    eng = AlertEngine()
+    (a,) = eng.evaluate(
+        _life(0, "unreachable", "", "restarting", recent_failures=2, last_exit="killed by SIGKILL")
+    )
+    assert a.kind == "crash_loop" and a.severity == "critical" and "SIGKILL" in a.message
+    (b,) = eng.evaluate(_life(1, "ok", "ok", "ready", recent_failures=2))
+    assert b.kind == "crash_loop" and b.since == 0 and "runs again for now" in b.message

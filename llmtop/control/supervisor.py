@@ -159,7 +159,10 @@ class ChildSupervisor:
         )
 
     def recent_failures(self) -> int:
-        """Failures within the policy's burst window (what the crash-loop rule counts)."""
+        """Failures within the policy's burst window (what the crash-loop rule counts); once it
+        gave up ("failed"), the failures that made it give up, for as long as it stays so."""
+        if self.state == "failed":
+            return len(self._failures)
         now = time.monotonic()
         return sum(1 for at in self._failures if now - at <= self.policy.burst_window_s)
 

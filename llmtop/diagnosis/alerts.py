@@ -317,18 +317,16 @@ class AlertEngine:
         s = snapshot.server
         sup = snapshot.supervisor
         state = sup.state if sup is not None and sup.mode != "attach" else None
-        if state in _QUIET_STATES or s.health == "ok":
+        if state in _QUIET_STATES:
             return
-        proc = snapshot.host.process
-        pid = proc.pid if proc is not None else s.pid
-        pstate = proc.status if proc is not None else None
-        words = process_state_words(pstate)
-        down = ("server_down", -1)
-
-        if sup is not None and sup.recent_failures >= CRASH_LOOP_FAILURES and state != "ready":
+        if sup is not None and sup.recent_failures >= CRASH_LOOP_FAILURES:
+            # Up again for now or not: crashing every few seconds is the alert until the
+            # failures age out of the restart policy's window.
             last = f" (last: {sup.last_exit})" if sup.last_exit else ""
             if state == "failed":
                 then = "llmtop stopped restarting it — fix the cause, then press r"
+            elif state == "ready":
+                then = "it runs again for now"
             elif sup.next_restart_in_s is not None:
                 then = f"next restart in {sup.next_restart_in_s:.0f} s"
             else:
@@ -340,6 +338,13 @@ class AlertEngine:
             )
             self._raise(seen, ("crash_loop", -1), now, "critical", msg)
             return
+        if s.health == "ok":
+            return
+        proc = snapshot.host.process
+        pid = proc.pid if proc is not None else s.pid
+        pstate = proc.status if proc is not None else None
+        words = process_state_words(pstate)
+        down = ("server_down", -1)
 
         if pstate in _STOPPED or (s.health == "unreachable" and _timed_out(s.detail)):
             where = f"process {pid} is {words}" if pid is not None and words else ""
