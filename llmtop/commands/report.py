@@ -79,13 +79,7 @@ def read_window(db: HistoryDB, start: float, end: float) -> HistoryWindow:
     runs = []
     for run in db.throttle_runs(start, end, THROTTLE_REASONS, gap):
         stop = run.last
-        runs.append(
-            ThrottledRun(
-                run,
-                db.gpu_rows_of(run.gpu_index, run.first, stop),
-                [g for _, g in db.gen_rates(run.first, stop)],
-            )
-        )
+        runs.append(ThrottledRun(run, [g for _, g in db.gen_rates(run.first, stop)]))
     return HistoryWindow(
         start=start,
         end=end,

@@ -28,10 +28,10 @@ from llmtop.sources.history_db import (
     AlertRow,
     EventRow,
     GpuPeak,
-    GpuRow,
     ProbeRow,
     ThrottleRun,
 )
+from llmtop.sources.history_schema import REASONS_SEPARATOR
 
 # A recording gap longer than this many sampling intervals ends a span.
 GAP_INTERVALS = 3.0
@@ -42,11 +42,10 @@ HOUR_S = 3600.0
 
 @dataclass(frozen=True)
 class ThrottledRun:
-    """One run of throttled samples of a GPU (found by the reader) with what the report needs
-    of it: the GPU's samples in it and the server's decode speeds (> 0) at those times."""
+    """One run of throttled samples of a GPU (found and summarised by the reader) with the
+    server's decode speeds (> 0) during it."""
 
     run: ThrottleRun
-    rows: Sequence[GpuRow]
     gen_during: Sequence[float]
 
 
@@ -192,14 +191,8 @@ def throttle_spans(
         n_out = gen_total[1] - n_in
         outside = round((gen_total[0] - s_in) / n_out, 2) if n_out > 0 else None
         reasons: set[str] = set()
-        for row in r.rows:
-            reasons |= limiting_reasons(row.reasons)
-        temps = [row.temperature_c for row in r.rows if row.temperature_c is not None]
-        clocks = [
-            100.0 * row.sm_clock_mhz / row.sm_clock_max_mhz
-            for row in r.rows
-            if row.sm_clock_mhz is not None and row.sm_clock_max_mhz
-        ]
+        for names in run.reason_lists:
+            reasons |= limiting_reasons(names.split(REASONS_SEPARATOR))
         stop = run.next_time if run.next_time is not None else run.last
         spans.append(
             ThrottleSpan(
@@ -208,8 +201,8 @@ def throttle_spans(
                 end=stop,
                 duration_s=round(stop - run.first, 3),
                 reasons=tuple(sorted(reasons)),
-                peak_temperature_c=max(temps) if temps else None,
-                min_sm_clock_percent=round(min(clocks), 1) if clocks else None,
+                peak_temperature_c=run.peak_temperature_c,
+                min_sm_clock_percent=run.min_sm_clock_percent,
                 gen_tokens_per_s_during=(
                     round(statistics.fmean(r.gen_during), 2) if r.gen_during else None
                 ),

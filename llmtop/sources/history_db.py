@@ -176,13 +176,18 @@ class ProbeRow:
 
 @dataclass(frozen=True)
 class ThrottleRun:
-    """Consecutive samples of one GPU with a throttle reason: the first and last of them, and
-    the first sample after them when it followed without a gap (None: the recording stopped)."""
+    """Consecutive samples of one GPU with a throttle reason: the first and last of them, the
+    first sample after them when it followed without a gap (None: the recording stopped), and
+    what they held (the distinct reason lists, hottest temperature, lowest SM clock)."""
 
     gpu_index: int
     first: float
     last: float
     next_time: float | None
+    samples: int
+    reason_lists: tuple[str, ...]  # distinct throttle_reasons values ("A,B") within the run
+    peak_temperature_c: float | None
+    min_sm_clock_percent: float | None
 
 
 @dataclass(frozen=True)
@@ -344,37 +349,85 @@ class HistoryDB:
     def throttle_runs(
         self, t0: float, t1: float, reasons: Iterable[str], gap_s: float
     ) -> list[ThrottleRun]:
-        """Runs of samples whose throttle_reasons name any of *reasons*, per GPU, found in SQL
-        (window functions over the time key: a 7-day window is read without loading its rows).
-        A step longer than *gap_s* between samples ends a run."""
+        """Runs of samples whose throttle_reasons name any of *reasons*, per GPU.
+
+        Only the throttled samples' keys are read (one filtered range scan), then each run is
+        checked and summarised by an aggregate over its own range: a 7-day window is never
+        loaded whole. A step longer than *gap_s* between samples ends a run."""
         names = [f",{r}," for r in reasons]
         pred = " OR ".join(["instr(',' || throttle_reasons || ',', ?) > 0"] * len(names)) or "0"
-        sql = f"""
-            WITH s AS (
-              SELECT gpu_index, time,
-                     (throttle_reasons IS NOT NULL AND throttle_reasons != '' AND ({pred})) AS th
-              FROM gpu_samples WHERE time >= ? AND time <= ?),
-            w AS (
-              SELECT gpu_index, time, th,
-                LAG(th) OVER win AS pth, LAG(time) OVER win AS ptime,
-                LEAD(th) OVER win AS nth, LEAD(time) OVER win AS ntime
-              FROM s WINDOW win AS (PARTITION BY gpu_index ORDER BY time))
-            SELECT gpu_index, time, pth, ptime, nth, ntime FROM w
-            WHERE th = 1 AND (pth IS NOT 1 OR time - ptime > ? OR nth IS NOT 1 OR ntime - time > ?)
-            ORDER BY gpu_index, time"""
-        rows = self._query(sql, (*names, t0, t1, gap_s, gap_s))
+        where = f"throttle_reasons IS NOT NULL AND throttle_reasons != '' AND ({pred})"
+        hits = self._query(
+            f"SELECT gpu_index, time FROM gpu_samples WHERE time >= ? AND time <= ? AND {where}"
+            " ORDER BY gpu_index, time",
+            (t0, t1, *names),
+        )
+        candidates: list[tuple[int, list[float]]] = []
+        for gpu, t in hits:
+            g, ts = int(gpu), float(t)  # type: ignore[call-overload, arg-type]
+            if candidates and candidates[-1][0] == g and ts - candidates[-1][1][-1] <= gap_s:
+                candidates[-1][1].append(ts)
+            else:
+                candidates.append((g, [ts]))
         runs: list[ThrottleRun] = []
-        open_run: tuple[int, float] | None = None
-        for gpu, t, pth, ptime, nth, ntime in rows:
-            starts = pth != 1 or t - ptime > gap_s  # type: ignore[operator]
-            ends = nth != 1 or ntime - t > gap_s  # type: ignore[operator]
-            if starts:
-                open_run = (int(gpu), float(t))  # type: ignore[call-overload, arg-type]
-            if ends and open_run is not None:
-                nxt = ntime if ntime is not None and ntime - t <= gap_s else None  # type: ignore[operator]
-                runs.append(ThrottleRun(open_run[0], open_run[1], float(t), nxt))  # type: ignore[arg-type]
-                open_run = None
+        for gpu, times in candidates:
+            for first, last, n in self._split_run(gpu, times, where, names):
+                runs.append(self._summarise_run(gpu, first, last, n, gap_s))
         return runs
+
+    def _split_run(
+        self, gpu: int, times: list[float], where: str, names: list[str]
+    ) -> list[tuple[float, float, int]]:
+        """A candidate run is a run when no unthrottled sample lies inside it (one count);
+        otherwise it is split at those samples (rare: reasons flickering faster than gap_s)."""
+        n_all = self._query(
+            "SELECT count(*) FROM gpu_samples WHERE time >= ? AND time <= ? AND gpu_index = ?",
+            (times[0], times[-1], gpu),
+        )[0][0]
+        if n_all == len(times):
+            return [(times[0], times[-1], len(times))]
+        rows = self._query(
+            f"SELECT time, ({where}) FROM gpu_samples WHERE time >= ? AND time <= ?"
+            " AND gpu_index = ? ORDER BY time",
+            (*names, times[0], times[-1], gpu),
+        )
+        out: list[tuple[float, float, int]] = []
+        run: list[float] = []
+        for t, th in rows:
+            if th:
+                run.append(float(t))  # type: ignore[arg-type]
+            elif run:
+                out.append((run[0], run[-1], len(run)))
+                run = []
+        if run:
+            out.append((run[0], run[-1], len(run)))
+        return out
+
+    def _summarise_run(
+        self, gpu: int, first: float, last: float, n: int, gap_s: float
+    ) -> ThrottleRun:
+        peak, low = self._query(
+            "SELECT max(temperature_c), min(100.0 * sm_clock_mhz / sm_clock_max_mhz)"
+            " FROM gpu_samples WHERE time >= ? AND time <= ? AND gpu_index = ?",
+            (first, last, gpu),
+        )[0]
+        lists = tuple(
+            str(r)
+            for (r,) in self._query(
+                "SELECT DISTINCT throttle_reasons FROM gpu_samples WHERE time >= ? AND time <= ?"
+                " AND gpu_index = ?",
+                (first, last, gpu),
+            )
+        )
+        (nxt,) = self._query(
+            "SELECT min(time) FROM gpu_samples WHERE time > ? AND time <= ? AND gpu_index = ?",
+            (last, last + gap_s, gpu),
+        )[0]
+        return ThrottleRun(
+            gpu, first, last, None if nxt is None else float(nxt), n, lists,  # type: ignore[arg-type]
+            None if peak is None else float(peak),  # type: ignore[arg-type]
+            None if low is None else round(float(low), 1),  # type: ignore[arg-type]
+        )  # fmt: skip
 
     def gpu_rows_of(self, gpu_index: int, t0: float, t1: float) -> list[GpuRow]:
         cols = ", ".join(_columns(GpuRow))
