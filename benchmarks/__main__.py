@@ -25,6 +25,11 @@ BENCHMARKS: dict[str, tuple[str, dict, dict]] = {
     "probe": ("benchmarks.probe_accuracy", {}, {"n": 5}),
     "nvml": ("benchmarks.nvml_bench", {}, {}),
     "journal": ("benchmarks.journal_bench", {}, {}),
+    "agent": (
+        "benchmarks.agent_bench",
+        {},
+        {"seconds": 10.0, "growth_hours": 1, "report_days": 1},
+    ),
 }
 
 
