@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from llmtop.operations.events import Cancelled, Failed, Listener, ProbeDone, ProbeText, emitter
-from llmtop.sources.probe import ProbeRequest, ProbeResult
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; the HTTP client stays off the first frame
+    from llmtop.sources.probe import ProbeRequest, ProbeResult
+
+    ProbeCall = Callable[[ProbeRequest, Callable[[str], None] | None], Awaitable[ProbeResult]]
 
 PERIODIC_PROBE_S = 30.0
-
-ProbeCall = Callable[[ProbeRequest, Callable[[str], None] | None], Awaitable[ProbeResult]]
 
 
 class ProbeRun:

@@ -1,0 +1,85 @@
+"""The probe keys' work in the app: fire a probe through `operations.probe.ProbeRun` as a worker,
+stream its events into the prompt panel, cancel it with Esc, fire on the periodic schedule."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from textual.app import App
+from textual.widget import Widget
+from textual.worker import Worker
+
+from llmtop.operations.events import Cancelled, Event, Failed, ProbeDone, ProbeText
+from llmtop.operations.probe import ProbeRun
+from llmtop.ui.panels.latency import LatencyPanel, ProbeSummary, RecentProbes
+from llmtop.ui.panels.prompt import PromptPanel
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from llmtop.session import Session
+    from llmtop.sources.probe import ProbeRequest
+    from llmtop.ui.series import Series
+
+    _AppBase = App[None]
+else:
+    _AppBase = object
+
+
+class ProbeKeys(_AppBase):
+    """Mixed into LlmtopApp: probes from the prompt panel, `p` and the periodic schedule."""
+
+    if TYPE_CHECKING:  # provided by LlmtopApp
+        session: Session
+        series: Series
+        _probe_worker: Worker[None] | None
+
+        def _find(self, selector: str | type[Widget]) -> Any | None: ...
+
+        def _q(self, selector: str | type[Widget]) -> Any: ...
+
+    def start_probe(self, request: ProbeRequest) -> None:
+        panel = self._find(PromptPanel)
+        if panel is None:
+            return
+        if self.session.url is None:
+            panel.set_error("no server to probe")
+            return
+        panel.started()
+        self._probe_worker = self.run_worker(
+            ProbeRun(self.session.probe).run(request, self._probe_event),
+            group="probe",
+            exclusive=True,
+            exit_on_error=False,
+        )
+
+    def _probe_event(self, event: Event) -> None:
+        """The probe's events (on the app's loop: the worker is a coroutine) → the panels."""
+        panel = self._q(PromptPanel)
+        if isinstance(event, ProbeText):
+            panel.stream(event.text)
+        elif isinstance(event, Cancelled):
+            panel.finished(None, "cancelled")
+        elif isinstance(event, Failed):
+            panel.finished(None, event.reason)
+        elif isinstance(event, ProbeDone):
+            self.series.add_probe(event.result)
+            self._q(LatencyPanel).add_probe(event.result)
+            self._q(ProbeSummary).show()
+            self._q(RecentProbes).show()
+            panel.finished(event.result)
+
+    def cancel_probe(self) -> bool:
+        worker = self._probe_worker
+        if worker is not None and worker.is_running:
+            worker.cancel()
+            return True
+        return False
+
+    def action_probe(self) -> None:
+        panel = self._find(PromptPanel)
+        if panel is not None:
+            panel.fire()
+
+    def _periodic_tick(self) -> None:
+        panel = self._find(PromptPanel)
+        if panel is not None and not panel.running:
+            panel.fire()

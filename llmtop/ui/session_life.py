@@ -1,0 +1,89 @@
+"""Starting and ending the app's session: the pick list or "no server" screen, starting the
+session off the first frame, SIGTERM/SIGHUP, and quitting (a supervised child is stopped)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import TYPE_CHECKING
+
+from textual.app import App
+
+from llmtop.session import DiscoveredTarget, Session
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    _AppBase = App[None]
+else:
+    _AppBase = object
+
+
+class SessionLife(_AppBase):
+    """Mixed into LlmtopApp: the session's start and end."""
+
+    if TYPE_CHECKING:  # provided by LlmtopApp
+        session: Session
+        _shutting_down: bool
+        _collect_task: asyncio.Task[None] | None
+
+        def _tick(self) -> None: ...
+
+        def cancel_probe(self) -> bool: ...
+
+    def _choose_server(self) -> None:
+        if self.session.candidates:
+            from llmtop.ui.screens.pick_server import PickServerScreen
+
+            self.push_screen(PickServerScreen(self.session.candidates), self._picked)
+        else:
+            from llmtop.ui.screens.no_server import NoServerScreen
+
+            self.push_screen(NoServerScreen())
+
+    def _picked(self, target: DiscoveredTarget | None) -> None:
+        if target is None:
+            self.exit()
+            return
+        self.run_worker(self._pick_and_start(target), group="session", exit_on_error=False)
+
+    async def _pick_and_start(self, target: DiscoveredTarget) -> None:
+        # A unit is read with systemctl: keep that off the event loop.
+        try:
+            await asyncio.to_thread(self.session.pick, target)
+        except Exception as exc:  # noqa: BLE001 - shown to the operator
+            self.notify(f"could not open {target.label or target.url}: {exc}", severity="error")
+            return
+        await self._start_session()
+
+    async def _start_session(self) -> None:
+        try:
+            await self.session.start()
+        except Exception as exc:  # noqa: BLE001 - shown to the operator
+            self.notify(f"could not start: {exc}", severity="error", timeout=10)
+        self._tick()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._on_signal)
+
+    def _on_signal(self) -> None:
+        self.run_worker(self.shutdown(), group="shutdown", exclusive=True)
+
+    async def action_quit_app(self) -> None:
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop a supervised child cleanly, then leave (the terminal is restored by Textual)."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        self.cancel_probe()
+        if self._collect_task is not None and not self._collect_task.done():
+            self._collect_task.cancel()
+        try:
+            await asyncio.wait_for(self.session.close(), timeout=15.0)
+        except Exception:  # noqa: BLE001 - make sure nothing is left behind
+            self.session.shutdown_sync()
+        self.exit()
