@@ -25,15 +25,19 @@ from typing import Any
 
 MiB = 1024 * 1024
 
-_MODEL_RE = re.compile(r"(\S+) model buffer size\s*=\s*([\d.]+) MiB")
-_KV_BUF_RE = re.compile(r"(\S+) KV buffer size\s*=\s*([\d.]+) MiB")
-_COMPUTE_RE = re.compile(r"(\S+) compute buffer size\s*=\s*([\d.]+) MiB")
-_OUTPUT_RE = re.compile(r"(\S+)\s+output buffer size\s*=\s*([\d.]+) MiB")
-_OFFLOAD_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
-_NCTX_RE = re.compile(r"llama_context: n_ctx\s*=\s*(\d+)")
+# Sizes are printed "%.2f": a run of digits and dots that is not a number ("1.2.3") is no size.
+# Counts have at most 18 digits (int() refuses thousands), sizes 15 (float() would give inf).
+# A buffer name starts after whitespace: searching from inside a long run of non-space would
+# make every search quadratic in the line's length.
+_MODEL_RE = re.compile(r"(?<!\S)(\S+) model buffer size\s*=\s*(\d{1,15}(?:\.\d{1,6})?) MiB")
+_KV_BUF_RE = re.compile(r"(?<!\S)(\S+) KV buffer size\s*=\s*(\d{1,15}(?:\.\d{1,6})?) MiB")
+_COMPUTE_RE = re.compile(r"(?<!\S)(\S+) compute buffer size\s*=\s*(\d{1,15}(?:\.\d{1,6})?) MiB")
+_OUTPUT_RE = re.compile(r"(?<!\S)(\S+)\s+output buffer size\s*=\s*(\d{1,15}(?:\.\d{1,6})?) MiB")
+_OFFLOAD_RE = re.compile(r"offloaded (\d{1,18})/(\d{1,18}) layers to GPU")
+_NCTX_RE = re.compile(r"llama_context: n_ctx\s*=\s*(\d{1,18})")
 _KV_SIZE_RE = re.compile(
-    r"llama_kv_cache: size\s*=\s*([\d.]+) MiB \(\s*(\d+) cells,\s*(\d+) layers,\s*(\d+)/(\d+) seqs\),"
-    r"\s*K \((\w+)\):\s*([\d.]+) MiB,\s*V \((\w+)\):\s*([\d.]+) MiB"
+    r"llama_kv_cache: size\s*=\s*(\d{1,15}(?:\.\d{1,6})?) MiB \(\s*(\d{1,18}) cells,\s*(\d{1,18}) layers,\s*(\d{1,18})/(\d{1,18}) seqs\),"
+    r"\s*K \((\w+)\):\s*(\d{1,15}(?:\.\d{1,6})?) MiB,\s*V \((\w+)\):\s*(\d{1,15}(?:\.\d{1,6})?) MiB"
 )
 
 
@@ -224,7 +228,7 @@ class FitSuggestion:
     error: str | None = None
 
 
-_FIT_RE = re.compile(r"^-c (\d+) -ngl (-?\d+)(.*)$")
+_FIT_RE = re.compile(r"^-c (\d{1,18}) -ngl (-?\d{1,18})(.*)$")
 
 
 def parse_fit_params_output(stdout: str) -> FitSuggestion | None:

@@ -120,6 +120,37 @@ def _message_text(value: Any) -> str:
     return str(value)
 
 
+def _whole(value: Any) -> int | None:
+    """A journal field as an int ("1234", 1234): None for anything else (lists, NaN, junk)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str | bytes | int):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def parse_journalctl_line(line: bytes | str) -> tuple[str, int | None, int | None] | None:
+    """One `journalctl -o json` line → (message, realtime µs, priority); None when it holds no
+    message (or is not a JSON object). Never raises."""
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    msg = entry.get("MESSAGE")
+    if msg is None:
+        return None
+    return (
+        _message_text(msg),
+        _whole(entry.get("__REALTIME_TIMESTAMP")) or None,
+        _whole(entry.get("PRIORITY")),
+    )
+
+
 class JournalFollower:
     """Feed a unit's journal lines into a LogStore (`store.append(text, stream="journal", …)`)."""
 
@@ -404,24 +435,13 @@ class JournalFollower:
             line = await self._proc.stdout.readline()
             if not line:
                 break
-            try:
-                entry = json.loads(line)
-            except ValueError:
+            parsed = parse_journalctl_line(line)
+            if parsed is None:
                 continue
-            msg = entry.get("MESSAGE")
-            if msg is None:
-                continue
-            try:
-                rt: int | None = int(entry.get("__REALTIME_TIMESTAMP", 0)) or None
-            except ValueError:
-                rt = None
+            text, rt, prio = parsed
             if since_us is not None and rt is not None and rt < since_us:
                 continue
-            try:
-                prio: int | None = int(entry["PRIORITY"])
-            except (KeyError, ValueError, TypeError):
-                prio = None
-            self._emit(_message_text(msg), rt, prio)
+            self._emit(text, rt, prio)
         if not self._stopped and self._proc.returncode not in (None, 0, -15):
             await self._proc.wait()
 

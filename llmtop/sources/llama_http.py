@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ def error_message(text: str) -> str | None:
     """The `message` of an OpenAI-shaped error body, if any."""
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than json allows
         return None
     if isinstance(body, dict):
         err = body.get("error")
@@ -142,7 +143,7 @@ def _int(v: Any, default: int | None = None) -> int | None:
         return default
     if isinstance(v, int):
         return v
-    if isinstance(v, float) and v == v:
+    if isinstance(v, float) and math.isfinite(v):  # JSON 1e999 is inf: int() would raise
         return int(v)
     return default
 
@@ -310,7 +311,7 @@ class LlamaClient:
     def _json(path: str, reply: _Reply) -> Any:
         try:
             return json.loads(reply.text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ProbeError("error", f"malformed JSON from {path}", reply.status_code) from None
 
     async def _get_json(self, path: str, *, auth: bool = True) -> Any:

@@ -126,7 +126,7 @@ def _error_words(status: int, body: bytes) -> str:
             msg = err.get("message")
         elif isinstance(err, str):
             msg = err
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     if status == 401:
         return "HTTP 401: Invalid API Key — check --api-key / LLAMA_API_KEY"
@@ -134,6 +134,23 @@ def _error_words(status: int, body: bytes) -> str:
         return f"HTTP 503: {msg or 'server is loading the model'}"
     text = msg or body[:200].decode(errors="replace").strip()
     return f"HTTP {status}: {text}" if text else f"HTTP {status}"
+
+
+def _count(value: Any) -> int | None:
+    """A token count from the server's JSON: a whole number a float can hold, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53:
+        return value
+    return None
+
+
+def _rate(value: Any) -> float | None:
+    """A positive, finite rate from the server's JSON, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int) and value > 2**53:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else None
 
 
 class _Stream:
@@ -166,7 +183,7 @@ class _Stream:
     def _event(self, now: int, payload: bytes) -> None:
         try:
             obj = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json allows
             self.error = "malformed JSON in the stream"
             return
         if not isinstance(obj, dict):
@@ -178,10 +195,11 @@ class _Stream:
             return
         toks = obj.get("tokens")
         n_tok = len(toks) if isinstance(toks, list) else 0
-        content = obj.get("content") or ""
+        content = obj.get("content")
+        content = content if isinstance(content, str) else ""
         if n_tok or content:
-            n_pred = obj.get("tokens_predicted")
-            if not isinstance(n_pred, int) or n_pred <= self._n_seen:
+            n_pred = _count(obj.get("tokens_predicted"))
+            if n_pred is None or n_pred <= self._n_seen:
                 n_pred = self._n_seen + max(n_tok, 1)
             k = n_pred - self._n_seen
             if self.marks and self.marks[-1][0] == now:
@@ -357,10 +375,9 @@ def _result(
     timings = final.get("timings") if final else None
     timings = timings if isinstance(timings, dict) else None
     tokens = marks[-1][1] if marks else 0
-    if final and isinstance(final.get("tokens_predicted"), int):
+    if final and _count(final.get("tokens_predicted")) is not None:
         tokens = final["tokens_predicted"]
-    prompt_tokens = final.get("tokens_evaluated") if final else None
-    prompt_tokens = prompt_tokens if isinstance(prompt_tokens, int) else None
+    prompt_tokens = _count(final.get("tokens_evaluated")) if final else None
     ttft_ms = (marks[0][0] - t0) / 1e6 if marks else None
     itl: list[float] = []
     for (ta, _, _), (tb, _, k) in zip(marks, marks[1:], strict=False):
@@ -375,8 +392,8 @@ def _result(
     prompt_tps_client = None
     if ttft_ms and prompt_tokens:
         prompt_tps_client = prompt_tokens / (ttft_ms / 1e3)
-    prompt_tps = timings.get("prompt_per_second") if timings else None
-    if not isinstance(prompt_tps, int | float) or prompt_tps <= 0:
+    prompt_tps = _rate(timings.get("prompt_per_second")) if timings else None
+    if prompt_tps is None:
         prompt_tps = prompt_tps_client
     stop_type = final.get("stop_type") if final else None
     return ProbeResult(

@@ -12,6 +12,7 @@ systemd manager with nsenter; in the product the prefix is empty. This module on
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -95,7 +96,7 @@ class Systemctl:
         out = self.run(*args).stdout
         blocks: list[dict[str, str]] = []
         current: dict[str, str] = {}
-        for line in out.splitlines():
+        for line in out.split("\n"):  # not splitlines(): a value may hold \x1c, U+2028 …
             if not line.strip():
                 if current:
                     blocks.append(current)
@@ -202,9 +203,10 @@ def parse_timestamp(value: str) -> float | None:
         return None
     if value.startswith("@"):
         try:
-            return float(value[1:])
+            t = float(value[1:])
         except ValueError:
             return None
+        return t if math.isfinite(t) else None  # "@1e999", "@nan": no time
     for fmt in ("%a %Y-%m-%d %H:%M:%S.%f %Z", "%a %Y-%m-%d %H:%M:%S %Z"):
         try:
             return datetime.strptime(value, fmt).replace(tzinfo=UTC).timestamp()
