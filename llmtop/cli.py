@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "plan": "VRAM plan for a GGUF model: weights, KV cache, compute, headroom",
     "tune": "sweep --gpu-layers, measure each setting, recommend one",
     "unit": "systemd unit helpers: print a unit file, revert llmtop's drop-in",
+    "check": "check the box and the server's launch against the playbook (driver, GPUs, CUDA, env)",
     "agent": "record server, host and GPU samples to a history database, with no UI",
     "report": "what happened in the recorded history: throttling, alerts, restarts, VRAM, latency",
     "demo": "set up and open the dashboard on a demo llama-server with a tiny model",

@@ -366,6 +366,7 @@ class ChildSupervisor:
             self._set_state("stopping")
             await self._terminate(proc)
         secret = spec.api_key
+        self.log_store.redactor.add(secret)  # every line the store takes is redacted by value
         assert proc.stdout is not None and proc.stderr is not None
         pumps = [
             asyncio.create_task(self._pump(proc.stdout, "stdout", secret)),

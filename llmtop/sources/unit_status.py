@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmtop.diagnosis.checks import ctx_check, exposure_check
 from llmtop.model.redaction import redact_argv, redact_environment
 from llmtop.snapshot import Alert, UnitStatus
 
@@ -292,24 +293,13 @@ def unit_checks(
                     "(systemd's minimal environment can make it silently fall back to CPU)",
                 )
             )
-    host = spec.host
-    if host in ("0.0.0.0", "::", "[::]") and not spec.api_key:
-        problems.append(
-            (
-                "unit_exposed_no_key",
-                f"--host {host} without an API key: anyone on the network can use the server",
-            )
-        )
-    ctx = spec.ctx_size
-    train = model_training_context(spec.model)
-    if ctx and train and ctx > train:
-        problems.append(
-            (
-                "unit_ctx_over_train",
-                f"ctx-size {ctx} is above the model's training context {train} "
-                "(quality degrades beyond it)",
-            )
-        )
+    # The same checks `llmtop check` runs (one implementation), as (kind, message) here.
+    exposed = exposure_check(spec)
+    if exposed.status != "ok":
+        problems.append(("unit_exposed_no_key", exposed.message))
+    ctx = ctx_check(spec, model_training_context(spec.model))
+    if ctx is not None and ctx.status != "ok":
+        problems.append(("unit_ctx_over_train", ctx.message))
     return problems
 
 
