@@ -34,6 +34,7 @@ every keystroke. The facts below were read off llama.cpp's source at the pinned 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -334,6 +335,8 @@ def parse_size(text: str) -> int:
         value = float(s)
     except ValueError:
         raise ValueError(f"not a size: {text!r} (e.g. 24G, 8192M)") from None
+    if not math.isfinite(value) or value * mult >= 2**63:
+        raise ValueError(f"not a size: {text!r} (e.g. 24G, 8192M)")
     if value <= 0:
         raise ValueError(f"size must be positive: {text!r}")
     return int(value * mult)
