@@ -13,7 +13,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Health = Literal["ok", "loading", "unreachable", "unauthorized", "error"]
+# "sleeping": up, but `--sleep-idle-seconds` unloaded the model (/props `is_sleeping`); the next
+# request that needs the model loads it again, so llmtop asks only /health and /props.
+Health = Literal["ok", "loading", "unreachable", "unauthorized", "error", "sleeping"]
 Severity = Literal["info", "warning", "critical"]
 
 
@@ -60,6 +62,9 @@ class ServerStatus:
     process_start_time: float | None = None
     # Per-endpoint problems, in words ("/metrics disabled (start with --metrics)").
     problems: tuple[str, ...] = ()
+    # Unix time llmtop first saw /props say `is_sleeping` (the server does not say when it fell
+    # asleep); None while awake.
+    sleeping_since: float | None = None
 
 
 @dataclass(frozen=True)

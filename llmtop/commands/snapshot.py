@@ -1,7 +1,8 @@
 """`llmtop snapshot`: print one complete snapshot (JSON or a short summary) and exit.
 
 Two scrapes `--interval` apart so throughput rates exist. Exit 0 when the server answered
-(health ok or loading), 1 when it is unreachable, unauthorized or in error — the JSON is printed
+(health ok, loading or sleeping — a sleeping server is asked only /health and /props, so taking
+a snapshot does not wake it), 1 when it is unreachable, unauthorized or in error — the JSON is printed
 either way. The API key comes from --api-key or LLMTOP_API_KEY / LLAMA_API_KEY and is never
 printed.
 """
@@ -150,7 +151,7 @@ def human_summary(snap: Snapshot) -> str:
 
 
 def exit_code(snap: Snapshot) -> int:
-    return 0 if snap.server.health in ("ok", "loading") else 1
+    return 0 if snap.server.health in ("ok", "loading", "sleeping") else 1
 
 
 async def _run(args: argparse.Namespace) -> tuple[Snapshot, int]:

@@ -338,7 +338,7 @@ class AlertEngine:
             )
             self._raise(seen, ("crash_loop", -1), now, "critical", msg)
             return
-        if s.health == "ok":
+        if s.health in ("ok", "sleeping"):  # asleep (--sleep-idle-seconds) is up, not down
             return
         proc = snapshot.host.process
         pid = proc.pid if proc is not None else s.pid

@@ -1,5 +1,8 @@
 """Async client for one llama-server: /health, /props, /slots, /metrics (and /v1/models).
 
+A server asleep (`--sleep-idle-seconds`, /props `is_sleeping`) is asked only /health and /props,
+which do not wake it; its health is "sleeping".
+
 One `poll()` asks every endpoint concurrently with short timeouts and folds the answers into a
 `ServerStatus` with the health in one word and the reason in words. It never raises for server
 faults. Endpoints that fail (501 disabled, 401 wrong key, 503 loading) are never switched off for
@@ -157,6 +160,18 @@ class _Props:
     build_info: str | None
     endpoint_slots: bool | None
     endpoint_metrics: bool | None
+    is_sleeping: bool = False
+
+
+def props_say_sleeping(body: Any) -> bool:
+    """True when a /props body says the server unloaded its model (`--sleep-idle-seconds`)."""
+    return isinstance(body, dict) and body.get("is_sleeping") is True
+
+
+def sleeping_words(since: float) -> str:
+    """The one line every view shows for a sleeping server (panel, title bar, snapshot)."""
+    clock = time.strftime("%H:%M:%S", time.localtime(since))
+    return f"sleeping since {clock} — the next request loads the model"
 
 
 def parse_props(body: Any) -> _Props:
@@ -183,6 +198,7 @@ def parse_props(body: Any) -> _Props:
         build_info=s("build_info"),
         endpoint_slots=b("endpoint_slots"),
         endpoint_metrics=b("endpoint_metrics"),
+        is_sleeping=props_say_sleeping(body),
     )
 
 
@@ -227,6 +243,8 @@ class LlamaClient:
         self.last_metrics: dict[str, float] | None = None
         self.last_metrics_time: float | None = None
         self.polls = 0
+        # Unix time a poll first saw /props say `is_sleeping`; None while the server is awake.
+        self.sleeping_since: float | None = None
         self._in_flight: set[raw_http.Abort] = set()  # polls running in a thread now
 
     @property
@@ -317,16 +335,24 @@ class LlamaClient:
     async def _get_json(self, path: str, *, auth: bool = True) -> Any:
         return self._json(path, await self._get(path, auth=auth))
 
-    async def _get_sequence(self, paths: list[str]) -> list[Any]:
+    async def _get_sequence(self, paths: list[str], *, stop_if_asleep: bool = False) -> list[Any]:
         """GET *paths* in a row over one connection in a thread (raw_http.get_sequence); each
-        result is the parsed JSON (the text for /metrics) or the ProbeError for that path."""
+        result is the parsed JSON (the text for /metrics) or the ProbeError for that path.
+
+        `stop_if_asleep`: when /props answers `is_sleeping`, the paths after it are not asked
+        (their results are None): /slots, /metrics and /v1/models would wake the server."""
         key = self.auth_headers()
         asks = [(p, {} if p == "/health" else key) for p in paths]
         abort = raw_http.Abort()
         self._in_flight.add(abort)
         try:
             answers = await asyncio.to_thread(
-                raw_http.get_sequence, self.url, asks, timeout_s=self.timeout_s, abort=abort
+                raw_http.get_sequence,
+                self.url,
+                asks,
+                timeout_s=self.timeout_s,
+                abort=abort,
+                proceed=_awake_so_far if stop_if_asleep else None,
             )
         except asyncio.CancelledError:
             abort.abort()  # the thread gives up at once instead of waiting out its timeout
@@ -334,7 +360,11 @@ class LlamaClient:
         finally:
             self._in_flight.discard(abort)
         out: list[Any] = []
+        answers = [*answers, *([None] * (len(paths) - len(answers)))]
         for path, answer in zip(paths, answers, strict=True):
+            if answer is None:
+                out.append(None)  # not asked: the server is asleep
+                continue
             if isinstance(answer, raw_http.RawHTTPError):
                 words = str(answer)
                 kind = "timeout" if words.startswith("timed out") else "unreachable"
@@ -355,7 +385,12 @@ class LlamaClient:
         return now >= self._disabled_until.get(path, 0.0)
 
     async def poll(self) -> ServerStatus:
-        """Ask the server everything once (concurrently) and say what state it is in."""
+        """Ask the server everything once and say what state it is in.
+
+        /props is asked on every poll, right after /health: its `is_sleeping` says whether the
+        server unloaded its model (`--sleep-idle-seconds`). While it sleeps nothing else is
+        asked — /slots, /metrics and /v1/models count as activity and wake it (measured on the
+        pinned build), and a monitor must not defeat the feature it shows."""
         self.polls += 1
         now = time.monotonic()
         want_props = self._props is None or now - self._props_at >= self.props_refresh_s
@@ -363,25 +398,31 @@ class LlamaClient:
         want_metrics = self._due("/metrics", now)
 
         wanted = ["/health", "/props", "/v1/models", "/slots", "/metrics"]
-        asked = [True, want_props, want_props, want_slots, want_metrics]
+        asked = [True, True, want_props, want_slots, want_metrics]
         results: list[Any]
         if self._raw:
             paths = [p for p, want in zip(wanted, asked, strict=True) if want]
-            got = iter(await self._get_sequence(paths))
+            got = iter(await self._get_sequence(paths, stop_if_asleep=True))
             results = [next(got) if want else None for want in asked]
         else:
 
             async def skip() -> None:
                 return None
 
-            results = await asyncio.gather(
+            first = await asyncio.gather(
                 self._get_json("/health", auth=False),
-                self._get_json("/props") if want_props else skip(),
-                self._get_json("/v1/models") if want_props else skip(),
-                self._get_json("/slots") if want_slots else skip(),
-                self._get("/metrics") if want_metrics else skip(),
+                self._get_json("/props"),
                 return_exceptions=True,
             )
+            rest: list[Any] = [None, None, None]
+            if not props_say_sleeping(first[1]):
+                rest = await asyncio.gather(
+                    self._get_json("/v1/models") if want_props else skip(),
+                    self._get_json("/slots") if want_slots else skip(),
+                    self._get("/metrics") if want_metrics else skip(),
+                    return_exceptions=True,
+                )
+            results = [*first, *rest]
         for r in results:
             if isinstance(r, asyncio.CancelledError):
                 raise r
@@ -392,7 +433,7 @@ class LlamaClient:
             for r in results
         ]
         health_r, props_r, models_r, slots_r, metrics_r = results
-        return self._fold(now, health_r, props_r, models_r, slots_r, metrics_r, want_props)
+        return self._fold(now, health_r, props_r, models_r, slots_r, metrics_r, True)
 
     def _fold(
         self,
@@ -422,6 +463,8 @@ class LlamaClient:
         else:
             health, detail = "error", "malformed JSON from /health"
 
+        if health != "ok":
+            self.sleeping_since = None
         if health != self._last_health:
             # the server came (back) up, went down or started loading: ask everything again
             # on the next poll (the cached /props stays on show until then)
@@ -461,6 +504,15 @@ class LlamaClient:
                         health, detail = "error", "malformed JSON from /props"
             if isinstance(models_r, dict):
                 self._n_ctx_train = _n_ctx_train(models_r)
+
+        # asleep (--sleep-idle-seconds): nothing but /health and /props was asked
+        if health == "ok" and props_say_sleeping(props_r):
+            if self.sleeping_since is None:
+                self.sleeping_since = time.time()
+            self._slots = ()
+            self.last_metrics = None
+            return self._status("sleeping", sleeping_words(self.sleeping_since), problems)
+        self.sleeping_since = None
 
         # /slots
         if slots_r is not None:
@@ -525,7 +577,7 @@ class LlamaClient:
         problems: list[str],
         counters: dict[str, float] | None = None,
     ) -> ServerStatus:
-        p = self._props if health in ("ok", "error") else None
+        p = self._props if health in ("ok", "error", "sleeping") else None
         live = health in ("ok", "error")
 
         def c(key: str) -> float | None:
@@ -561,7 +613,20 @@ class LlamaClient:
             tokens_predicted_total=ci("tokens_predicted_total"),
             process_start_time=self._start_time if counters else None,
             problems=tuple(dict.fromkeys(problems)),
+            sleeping_since=self.sleeping_since if health == "sleeping" else None,
         )
+
+
+def _awake_so_far(path: str, answer: raw_http.Answer) -> bool:
+    """get_sequence's `proceed`: stop after a /props that says the server is asleep."""
+    if path != "/props" or answer[0] != 200:
+        return True
+    if b'"is_sleeping"' not in answer[2]:
+        return True  # a build without sleeping: skip the parse
+    try:
+        return not props_say_sleeping(json.loads(answer[2]))
+    except (ValueError, RecursionError):
+        return True
 
 
 def _n_ctx_train(models: dict[str, Any]) -> int | None:

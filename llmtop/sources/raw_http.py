@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -355,8 +355,13 @@ def get_sequence(
     *,
     timeout_s: float = 2.0,
     abort: Abort | None = None,
+    proceed: Callable[[str, Answer], bool] | None = None,
 ) -> list[Answer | RawHTTPError]:
     """GET each (path, headers) in turn over one connection; blocking (run it in a thread).
+
+    `proceed(path, answer)`, when given, is asked after each answer: False stops the sequence
+    there (the list is then shorter than `requests`). The poll uses it so that a server whose
+    /props says it is asleep is asked nothing that would wake it, on the same connection.
 
     One connection, kept alive between the requests and closed after the last: a tick asks
     /health, /slots and /metrics, and three connections at once would briefly hold three of
@@ -409,6 +414,8 @@ def get_sequence(
             if conn is not None and not conn.keep_alive:
                 conn.close()
                 conn = None
+            if proceed is not None and not last and not proceed(path, answer):
+                break
     finally:
         if conn is not None:
             conn.close()

@@ -81,7 +81,9 @@ def reason_words(g: GpuSample) -> str:
     return "reasons " + " ".join(parts) + pct
 
 
-def gpu_card(g: GpuSample, server_bytes: int | None) -> list[str]:
+def gpu_card(g: GpuSample, server_bytes: int | None, *, sleeping: bool = False) -> list[str]:
+    """One GPU's lines. `sleeping`: the server unloaded its model (--sleep-idle-seconds), so
+    its VRAM line says freed instead of showing a share that is gone (or about to be)."""
     name = escape(g.name or "GPU")
     head = f"[bold]GPU{g.index}[/] {name}"
     if g.pci_bus_id:
@@ -96,7 +98,10 @@ def gpu_card(g: GpuSample, server_bytes: int | None) -> list[str]:
     frac = used / total if used is not None and total else None
     pct = f"{100 * frac:.0f} %" if frac is not None else DASH
     vram = f"  VRAM  {bar(frac)} {fmt_bytes(used)}/{fmt_bytes(total)} {pct}"
-    if server_bytes:
+    if sleeping and g.used_by_server is not False:
+        left = f", still {fmt_bytes(server_bytes)}" if server_bytes else ""
+        vram += f"   [blue]llama-server asleep: model VRAM freed{left}[/]"
+    elif server_bytes:
         vram += f"   [bold cyan]llama-server: {fmt_bytes(server_bytes)} on GPU{g.index}[/]"
     util = DASH if g.utilization_percent is None else f"{g.utilization_percent:.0f} %"
     mutil = (
@@ -137,5 +142,5 @@ class GpuPanel(SnapshotPanel):
         for g in snapshot.gpus:
             if lines:
                 lines.append("")
-            lines += gpu_card(g, server.get(g.index))
+            lines += gpu_card(g, server.get(g.index), sleeping=snapshot.server.health == "sleeping")
         self.set_text("\n".join(lines))

@@ -18,6 +18,7 @@ HEALTH_STYLE = {
     "unreachable": "bold red",
     "unauthorized": "bold red",
     "error": "bold red",
+    "sleeping": "bold blue",
 }
 STATE_STYLE = {
     "ready": "green",
@@ -80,7 +81,7 @@ class ServerPanel(SnapshotPanel):
         lines = [f"health   {health_words(snapshot)}"]
         detail = health_detail(snapshot)
         if detail:
-            style = "dim" if s.health == "ok" else "yellow"
+            style = {"ok": "dim", "sleeping": "blue"}.get(s.health, "yellow")
             lines.append(f"         [{style}]{escape(detail)}[/]")
         lines += [
             f"state    {supervisor_words(sup)}",

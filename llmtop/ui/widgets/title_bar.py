@@ -27,6 +27,9 @@ class TitleBar(Static):
         if snapshot is not None:
             s = snapshot.server
             parts.append(f"[{HEALTH_STYLE.get(s.health, 'bold')}]● {s.health}[/]")
+            if s.health == "sleeping" and s.detail:
+                # the collector's words: "sleeping since HH:MM:SS — the next request loads …"
+                parts.append(f"[blue]{escape(s.detail)}[/]")
             # No ticking clock here: a line that changes every second costs a repaint of the
             # whole top band each tick; staleness is shown instead.
             if stale_s is not None:
