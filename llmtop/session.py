@@ -281,10 +281,16 @@ class Session:
     async def probe(
         self, request: ProbeRequest, on_chunk: Callable[[str], None] | None = None
     ) -> ProbeResult:
-        """Fire one streaming /completion probe at the session's server."""
+        """Fire one streaming /completion probe at the session's server.
+
+        /props is asked first (it does not wake a sleeping server): a probe sent to a server
+        asleep (--sleep-idle-seconds) waits for the model to load, and its result says so
+        (`includes_model_load`) instead of passing the load off as the first-token latency."""
+        import dataclasses
+
         import httpx
 
-        from llmtop.sources.probe import run_probe
+        from llmtop.sources.probe import run_probe, server_sleeping
 
         if self.url is None:
             raise RuntimeError("no server to probe")
@@ -292,7 +298,8 @@ class Session:
             self._probe_client = httpx.AsyncClient(
                 timeout=httpx.Timeout(60.0, connect=3.0), trust_env=False
             )
-        return await run_probe(
+        asleep = await server_sleeping(self._probe_client, self.url, self.api_key)
+        result = await run_probe(
             self._probe_client,
             self.url,
             request.prompt,
@@ -301,6 +308,7 @@ class Session:
             api_key=self.api_key,
             on_chunk=on_chunk,
         )
+        return dataclasses.replace(result, includes_model_load=True) if asleep else result
 
     def redacted_argv(self) -> list[str]:
         if self.controller is None:

@@ -4,6 +4,10 @@ Exit 0 when every probe succeeded, 1 otherwise. JSON (--json): one object for a 
 with --repeat K > 1 an object with `probes` (a list), `summary`, and the summary's medians at the
 top level, so `ttft_ms`, `itl_ms_p50`, `itl_ms_p95`, `gen_tokens_per_s`, `prompt_tokens_per_s`,
 `tokens` and `server_timings` (a list then) are always there.
+
+A server asleep (--sleep-idle-seconds; /props `is_sleeping`, which asking does not change) is
+probed all the same — the probe is what the operator asked for — but a note on stderr says so
+and the probe's `includes_model_load` is true: its TTFT includes loading the model.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from typing import Any
 import httpx
 
 from llmtop.commands.common import resolve_api_key
-from llmtop.sources.probe import ProbeResult, run_probe, summarize, validate_probe_input
+from llmtop.sources.probe import (
+    ProbeResult,
+    run_probe,
+    server_sleeping,
+    summarize,
+    validate_probe_input,
+)
 
 DEFAULT_PROMPT = "Write a short paragraph about the sea."
 
@@ -79,6 +89,8 @@ def results_table(results: list[ProbeResult]) -> str:
     for i, r in enumerate(results, 1):
         t = r.server_timings or {}
         status = "ok" if r.ok else ("cancelled" if r.cancelled else (r.error or "failed"))
+        if r.includes_model_load:
+            status += " (TTFT includes the model load: the server was asleep)"
         rows.append(
             [
                 str(i),
@@ -126,18 +138,26 @@ async def probe_many(
         for i in range(max(1, repeat)):
             if i and interval_s > 0:
                 await asyncio.sleep(interval_s)
-            results.append(
-                await run_probe(
-                    client,
-                    url,
-                    prompt,
-                    n_predict,
-                    temperature,
-                    api_key=api_key,
-                    ignore_eos=ignore_eos,
-                    timeout_s=timeout_s,
+            asleep = await server_sleeping(client, url, api_key)
+            if asleep:
+                print(
+                    f"note: llama-server at {url} is asleep (--sleep-idle-seconds): this probe "
+                    "loads the model first, so its TTFT includes the model load",
+                    file=sys.stderr,
                 )
+            result = await run_probe(
+                client,
+                url,
+                prompt,
+                n_predict,
+                temperature,
+                api_key=api_key,
+                ignore_eos=ignore_eos,
+                timeout_s=timeout_s,
             )
+            if asleep:
+                result = dataclasses.replace(result, includes_model_load=True)
+            results.append(result)
     return results
 
 

@@ -64,6 +64,9 @@ class ProbeResult:
     prompt_tokens_per_s_client: float | None = None
     itl_ms_mean: float | None = None
     stop_type: str | None = None
+    # The server was asleep (--sleep-idle-seconds) when the probe was sent: its TTFT includes
+    # loading the model again, so it is no measure of the awake server's first-token latency.
+    includes_model_load: bool = False
 
     @property
     def ok(self) -> bool:
@@ -71,6 +74,21 @@ class ProbeResult:
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+async def server_sleeping(
+    client: httpx.AsyncClient, url: str, api_key: str | None = None, timeout_s: float = 2.0
+) -> bool:
+    """True when /props says the server is asleep (`is_sleeping`). /props does not wake it, so
+    a probe can ask first and warn that its TTFT will include the model load. Any failure is
+    False: the probe itself then says what is wrong."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        r = await client.get(url.rstrip("/") + "/props", headers=headers, timeout=timeout_s)
+        body = r.json() if r.status_code == 200 else None
+    except Exception:  # noqa: BLE001 - transport or JSON trouble: not known to be asleep
+        return False
+    return isinstance(body, dict) and body.get("is_sleeping") is True
 
 
 def validate_probe_input(

@@ -36,12 +36,34 @@ class ProbeKeys(_AppBase):
 
         def _q(self, selector: str | type[Widget]) -> Any: ...
 
-    def start_probe(self, request: ProbeRequest) -> None:
+    def _server_asleep(self) -> bool:
+        latest = getattr(self, "latest", None)
+        return latest is not None and latest.server.health == "sleeping"
+
+    def start_probe(self, request: ProbeRequest, *, confirmed: bool = False) -> None:
+        """Fire *request*; a sleeping server is asked about first: the probe wakes it (the
+        model loads again and stays loaded until the next idle timeout) and its TTFT then
+        includes the load — the operator should choose that, not get it by a stray key."""
         panel = self._find(PromptPanel)
         if panel is None:
             return
         if self.session.url is None:
             panel.set_error("no server to probe")
+            return
+        if not confirmed and self._server_asleep():
+            from llmtop.ui.screens.confirm import ConfirmScreen
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.start_probe(request, confirmed=True)
+
+            self.push_screen(
+                ConfirmScreen(
+                    "llama-server is asleep: a probe wakes it and loads the model (its TTFT "
+                    "includes the load). Probe anyway?"
+                ),
+                answered,
+            )
             return
         panel.started()
         self._probe_worker = self.run_worker(
@@ -80,6 +102,8 @@ class ProbeKeys(_AppBase):
             panel.fire()
 
     def _periodic_tick(self) -> None:
+        """The periodic probe skips a sleeping server: waking it every interval would keep the
+        model loaded, which is what --sleep-idle-seconds is there to stop."""
         panel = self._find(PromptPanel)
-        if panel is not None and not panel.running:
+        if panel is not None and not panel.running and not self._server_asleep():
             panel.fire()

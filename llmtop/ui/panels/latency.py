@@ -43,6 +43,8 @@ def probe_row(r: Any) -> tuple[str, ...]:
         note = f"error: {r.error}"
     elif r.cancelled:
         note = "cancelled"
+    elif getattr(r, "includes_model_load", False):
+        note = "TTFT incl. model load (server was asleep)"
     return (
         fmt_clock(r.started_at),
         fmt_ms(r.ttft_ms),
@@ -57,13 +59,18 @@ def probe_row(r: Any) -> tuple[str, ...]:
     )
 
 
+def load_note(r: Any) -> str:
+    """After a TTFT: the server was asleep, so that TTFT includes loading the model."""
+    return " [blue](incl. model load)[/]" if getattr(r, "includes_model_load", False) else ""
+
+
 def probe_summary(r: Any | None) -> str:
     if r is None:
         return "probe    [dim]none yet — p fires one (tab 3 edits the prompt)[/]"
     if r.error:
         return f"probe    [red]{escape(r.error)}[/] [dim]at {fmt_clock(r.started_at)}[/]"
     return (
-        f"probe    TTFT [bold]{fmt_ms(r.ttft_ms)}[/]  ITL p50 {fmt_ms(r.itl_ms_p50)}"
+        f"probe    TTFT [bold]{fmt_ms(r.ttft_ms)}[/]{load_note(r)}  ITL p50 {fmt_ms(r.itl_ms_p50)}"
         f" p95 {fmt_ms(r.itl_ms_p95)}  gen {fmt_rate(r.gen_tokens_per_s)}"
         f" [dim]at {fmt_clock(r.started_at)}[/]"
     )
@@ -217,6 +224,7 @@ class RecentProbes(Static):
             lines.append(
                 f"{fmt_clock(r.started_at):<8} {fmt_ms(r.ttft_ms):>8} {fmt_ms(r.itl_ms_p50):>8}"
                 f" {fmt_rate(r.gen_tokens_per_s, ''):>8} {fmt_rate(srv, ''):>8}"
+                + (" [blue]+load[/]" if getattr(r, "includes_model_load", False) else "")
             )
         self.update(keep_gaps(Text.from_markup("\n".join(lines))), layout=False)  # fixed height
 

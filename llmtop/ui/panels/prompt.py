@@ -130,7 +130,12 @@ class PromptPanel(Vertical):
             self.query_one("#prompt-error", Static).update(
                 Text.from_markup(
                     f"[green]{result.tokens} tokens{tail}[/]  TTFT {fmt_ms(result.ttft_ms)}"
-                    f"  ITL p50 {fmt_ms(result.itl_ms_p50)}  gen {fmt_rate(result.gen_tokens_per_s)}"
+                    + (
+                        " [blue](incl. model load)[/]"
+                        if getattr(result, "includes_model_load", False)
+                        else ""
+                    )
+                    + f"  ITL p50 {fmt_ms(result.itl_ms_p50)}  gen {fmt_rate(result.gen_tokens_per_s)}"
                 )
             )
             if result.text and not self._reply:
