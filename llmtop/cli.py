@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "check": "check the box and the server's launch against the playbook (driver, GPUs, CUDA, env)",
     "agent": "record server, host and GPU samples to a history database, with no UI",
     "report": "what happened in the recorded history: throttling, alerts, restarts, VRAM, latency",
+    "replay": "the dashboard over the recorded history, with a time cursor and event jumps",
     "demo": "set up and open the dashboard on a demo llama-server with a tiny model",
 }
 

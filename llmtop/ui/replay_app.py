@@ -1,0 +1,265 @@
+"""`llmtop replay`: the same dashboard, driven by recorded snapshots under a time cursor.
+
+`ReplayApp` is `LlmtopApp` with no collector: a `ReplaySource` (llmtop/sources/replay.py) holds
+the cursor, and each move posts the recorded `Snapshot` at the cursor through the app's own
+`SnapshotReady` path, so every panel shows the past exactly as it showed the present. The
+cursor moves at once on a key (pure arithmetic on the sample times; the title bar shows it);
+the snapshot is read from the DB in a thread, latest cursor wins (moves made while a read runs
+coalesce into one more read).
+
+Keys: ←/→ one sample, PgUp/PgDn ±1 min, [ / ] previous/next event, g go to a time, space
+play/pause, + / - play speed. Actions that change the world say why they do nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from textual.binding import Binding
+from textual.widgets import Input, Tabs, TextArea
+
+from llmtop.model.timespec import parse_time
+from llmtop.session import Session
+from llmtop.sources.replay import SPEEDS, ReplaySource, stamp
+from llmtop.ui.app import LlmtopApp
+from llmtop.ui.messages import SnapshotReady
+from llmtop.ui.widgets.title_bar import TitleBar
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from textual.timer import Timer
+
+    from llmtop.sources.probe import ProbeRequest
+
+PLAY_TICK_S = 0.25
+# A cursor move farther than this many samples starts the plots afresh (no line drawn across
+# the jump); so does any move backwards.
+JUMP_SAMPLES = 10
+REPLAY_ACTIONS = frozenset({"step", "shift", "event", "goto", "play", "speed"})
+
+
+def _nothing(what: str) -> str:
+    return f"replay: nothing to {what} — this is a recording; the server is not here"
+
+
+class ReplayApp(LlmtopApp):
+    """The dashboard over a recording (see the module docstring)."""
+
+    BINDINGS = [
+        Binding("left", "step(-1)", "−1 sample", show=False, priority=True),
+        Binding("right", "step(1)", "+1 sample", show=False, priority=True),
+        Binding("pageup", "shift(-60)", "−1 min", show=False, priority=True),
+        Binding("pagedown", "shift(60)", "+1 min", show=False, priority=True),
+        Binding("left_square_bracket", "event(-1)", "prev event", priority=True),
+        Binding("right_square_bracket", "event(1)", "next event", priority=True),
+        Binding("g", "goto", "go to", priority=True),
+        Binding("space", "play", "play/pause", priority=True),
+        Binding("plus,equals_sign", "speed(1)", "faster", show=False, priority=True),
+        Binding("minus", "speed(-1)", "slower", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        session: Session,
+        source: ReplaySource,
+        *,
+        clock: Callable[[], float] | None = None,
+        log_lines: int = 10_000,
+    ) -> None:
+        # auto_collect=False: nothing is started or polled; snapshots come from the source.
+        super().__init__(session, clock=clock, log_lines=log_lines, auto_collect=False)
+        self.source = source
+        self.playing = False
+        self.speed_index = 0
+        self._shown_index: int | None = None
+        self._shown_time: float | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._play_timer: Timer | None = None
+
+    @property
+    def speed(self) -> int:
+        return SPEEDS[self.speed_index]
+
+    # ------------------------------------------------------------------ start-up
+    def on_mount(self) -> None:
+        # LlmtopApp.on_mount runs after this one (Textual calls each class's handler).
+        self._install_signal_handlers()
+        self._play_timer = self.set_interval(PLAY_TICK_S, self._play_tick, pause=True)
+        if self.source.follow:
+            self.set_interval(max(1.0, self.source.interval_s), self._follow_tick)
+        self.call_after_refresh(self._cursor_moved)
+
+    # ------------------------------------------------------------------ the cursor
+    def _cursor_moved(self) -> None:
+        """The cursor moved: the title now, the snapshot when the DB read is back."""
+        self._refresh_title()
+        if self._load_task is None or self._load_task.done():
+            self._load_task = asyncio.get_running_loop().create_task(self._load())
+
+    async def _load(self) -> None:
+        try:
+            while self._shown_index != self.source.index:
+                index = self.source.index
+                snap = await asyncio.to_thread(self.source.snapshot, index)
+                self._shown_index = index
+                if snap is None:
+                    continue
+                last = self._shown_time
+                if last is not None and (
+                    snap.time < last or snap.time - last > JUMP_SAMPLES * self.source.interval_s
+                ):
+                    self._start_plots_afresh()
+                self._shown_time = snap.time
+                self.post_message(SnapshotReady(snap))
+        except Exception as exc:  # noqa: BLE001 - a DB read failed: say so, keep the app
+            self.notify(f"replay: {exc}", severity="error", timeout=10)
+
+    def _start_plots_afresh(self) -> None:
+        """Empty the plots' histories (in place: the panels hold the same Series)."""
+        for d in (self.series.gen_tps, self.series.prompt_tps, self.series.host_cpu,
+                  self.series.proc_cpu):  # fmt: skip
+            d.clear()
+        thermal = self._find("#thermal-panel")
+        if thermal is not None and hasattr(thermal, "history"):
+            thermal.history = type(thermal.history)()
+
+    def _refresh_title(self) -> None:
+        src = self.source
+        parts = [f"[bold reverse] REPLAY {stamp(src.time)} [/]"]
+        parts.append(f"[bold green]▶ {self.speed}×[/]" if self.playing else f"⏸ {self.speed}×")
+        snap = self.latest
+        if snap is not None:
+            from llmtop.model.units import model_name
+            from llmtop.ui.panels.server import HEALTH_STYLE
+
+            s = snap.server
+            parts.append(f"[{HEALTH_STYLE.get(s.health, 'bold')}]● {s.health}[/]")
+            parts.append(model_name(s.model_path, s.model_alias))
+        where = f"{src.index + 1}/{len(src.times)}"
+        if src.follow and src.at_end:
+            where += " · live end"
+        parts.append(f"[dim]{where}[/]")
+        try:
+            title = self._find(TitleBar)
+        except Exception:  # noqa: BLE001 - no screen while the app closes
+            return
+        if title is not None:
+            title.update("  ".join(parts))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The cursor keys give way to a dialog or a text field (typing a space, ← in Input)."""
+        if action in REPLAY_ACTIONS and (
+            len(self.screen_stack) > 1 or isinstance(self.focused, Input | TextArea)
+        ):
+            return False
+        return super().check_action(action, parameters)
+
+    def action_step(self, n: int) -> None:
+        if self.source.step(n):
+            self._cursor_moved()
+
+    def action_shift(self, seconds: float) -> None:
+        if self.source.shift(seconds):
+            self._cursor_moved()
+
+    def action_event(self, direction: int) -> None:
+        event = self.source.next_event() if direction > 0 else self.source.prev_event()
+        if event is None:
+            where = "after" if direction > 0 else "before"
+            self.notify(f"replay: no event {where} {stamp(self.source.time)}")
+            return
+        self.notify(f"{stamp(event.time)}  {event.label}")
+        self._cursor_moved()
+
+    def action_goto(self) -> None:
+        from llmtop.ui.screens.goto_time import GotoTimeScreen
+
+        hint = f"recorded {stamp(self.source.start)} … {stamp(self.source.end)}"
+        self.push_screen(GotoTimeScreen(hint), self._goto_answered)
+
+    def _goto_answered(self, text: str | None) -> None:
+        if not text:
+            return
+        try:
+            self.source.goto(parse_time(text, now=time.time()))
+        except ValueError as exc:
+            self.notify(f"replay: {exc}", severity="warning", timeout=8)
+            return
+        self._cursor_moved()
+
+    def action_play(self) -> None:
+        self.playing = not self.playing
+        if self._play_timer is not None:
+            (self._play_timer.resume if self.playing else self._play_timer.pause)()
+        self._refresh_title()
+
+    def action_speed(self, direction: int) -> None:
+        self.speed_index = max(0, min(len(SPEEDS) - 1, self.speed_index + direction))
+        self._refresh_title()
+
+    def _play_tick(self) -> None:
+        if self.source.at_end:
+            if not self.source.follow:  # the recording is over: stop there
+                self.action_play()
+            return  # following: the live end moves the cursor when new samples come
+        if self.source.shift(self.speed * PLAY_TICK_S):
+            self._cursor_moved()
+
+    def _follow_tick(self) -> None:
+        """The agent may still be writing: pick up new samples; at the end, follow them."""
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        at_end = self.source.at_end
+        try:
+            added = await asyncio.to_thread(self.source.refresh)
+        except Exception as exc:  # noqa: BLE001 - e.g. the file went away; say so once
+            self.notify(f"replay: {exc}", severity="warning", timeout=8)
+            return
+        if not added:
+            return
+        if at_end:
+            self.source.index = len(self.source.times) - 1
+            self._cursor_moved()
+        else:
+            self._refresh_title()
+
+    # ------------------------------------------------------------------ no world to change
+    def action_restart(self) -> None:
+        self.notify(_nothing("restart"), severity="warning")
+
+    def action_stop_server(self) -> None:
+        self.notify(_nothing("stop"), severity="warning")
+
+    def action_start_server(self) -> None:
+        self.notify(_nothing("start"), severity="warning")
+
+    def action_revert_dropin(self) -> None:
+        self.notify(_nothing("revert"), severity="warning")
+
+    def action_probe(self) -> None:
+        self.notify(_nothing("probe"), severity="warning")
+
+    def action_toggle_periodic(self) -> None:
+        self.notify(_nothing("probe"), severity="warning")
+
+    def start_probe(self, request: ProbeRequest) -> None:
+        self.notify(_nothing("probe"), severity="warning")
+
+    def _switch_tab(self, pane: str) -> None:
+        if pane == "tuning":  # tuning applies settings to a live server
+            self.notify(_nothing("apply (tuning changes a live server)"), severity="warning")
+            self._q(Tabs).active = f"tab-{self._active_tab}"
+            return
+        super()._switch_tab(pane)
+
+
+def create_replay_app(
+    session: Session, source: ReplaySource, *, clock: Callable[[], float] | None = None
+) -> ReplayApp:
+    """The replay app factory (the command and the tests)."""
+    return ReplayApp(session, source, clock=clock)
