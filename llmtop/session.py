@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,7 @@ from llmtop.sources.logs import LogStore
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import httpx
 
+    from llmtop.agent.sinks import SnapshotSink
     from llmtop.collector import Collector
     from llmtop.diagnosis.alerts import AlertEngine
     from llmtop.diagnosis.thresholds import Thresholds
@@ -34,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # Probe history kept for the latency table/plot (bounded).
 PROBE_HISTORY = 200
+# The history the dashboard opens with (plots keep what fits them).
+HISTORY_PREFILL_S = 3600.0
+# Snapshots handed to the recorder thread and not yet written, at most.
+RECORD_BACKLOG = 30
 
 
 @dataclass
@@ -83,6 +91,14 @@ class Session:
     alert_factory: Callable[[], AlertEngine | None] | None = field(default=None, repr=False)
     # Discovery results when mode == "none" and several servers were found (pick list).
     candidates: list[DiscoveredTarget] = field(default_factory=list)
+    # The agent's history DB: the dashboard's plots open with its last hour of this server.
+    history_db: str | None = None
+    # `--record`: sinks (the agent's HistoryRecorder) that get every snapshot the dashboard shows.
+    recorders: list[SnapshotSink] = field(default_factory=list)
+    record_dropped: int = 0
+    _record_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _record_backlog: int = field(default=0, repr=False)
+    _record_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _probe_client: httpx.AsyncClient | None = field(default=None, repr=False)
     _operations: Operations | None = field(default=None, repr=False)
     _started: bool = field(default=False, repr=False)
@@ -244,6 +260,7 @@ class Session:
                 await self.collector.aclose()
             except Exception as exc:  # noqa: BLE001 - closing: go on with the rest
                 self._trouble("closing the HTTP client failed", exc)
+        await self._close_recorders()
         if self._probe_client is not None:
             try:
                 await self._probe_client.aclose()
@@ -264,6 +281,53 @@ class Session:
         """A start-up or shutdown step failed: logged, and noted in the log the operator sees."""
         log.warning("%s: %s", what, exc, exc_info=exc)
         self.log_store.note("error", f"llmtop: {what}: {exc}", "warning")
+
+    # ------------------------------------------------------------------ history
+    def read_history(self, window_s: float = HISTORY_PREFILL_S) -> list[Snapshot]:
+        """This server's recorded snapshots of the last *window_s* from `history_db` (oldest
+        first; empty when there is none). Blocking: the UI calls it in a thread."""
+        if self.history_db is None or self.url is None:
+            return []
+        from llmtop.sources.replay import read_prefill
+
+        return read_prefill(self.history_db, self.url, time.time(), window_s)
+
+    def record(self, snap: Snapshot) -> None:
+        """Hand *snap* to the recorders on their own thread (one small transaction each, in
+        order), so a slow disk never stalls the screen. A backlog beyond RECORD_BACKLOG drops
+        ticks (counted) rather than queueing without bound."""
+        if not self.recorders:
+            return
+        with self._record_lock:
+            if self._record_backlog >= RECORD_BACKLOG:
+                self.record_dropped += 1
+                return
+            self._record_backlog += 1
+        if self._record_pool is None:
+            self._record_pool = ThreadPoolExecutor(1, thread_name_prefix="llmtop-record")
+        self._record_pool.submit(self._record_one, snap)
+
+    def _record_one(self, snap: Snapshot) -> None:
+        try:
+            for sink in self.recorders:
+                try:
+                    sink.on_snapshot(snap)
+                except Exception:  # noqa: BLE001 - one broken sink must not stop the others
+                    log.exception("recorder %s failed", type(sink).__name__)
+        finally:
+            with self._record_lock:
+                self._record_backlog -= 1
+
+    async def _close_recorders(self) -> None:
+        pool, self._record_pool = self._record_pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, True)  # what was handed over is written
+        for sink in self.recorders:
+            try:
+                await asyncio.to_thread(sink.close)
+            except Exception as exc:  # noqa: BLE001 - closing: go on with the rest
+                self._trouble("closing the recorder failed", exc)
+        self.recorders = []
 
     # ------------------------------------------------------------------ data
     async def collect(self) -> Snapshot | None:

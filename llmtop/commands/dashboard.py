@@ -55,6 +55,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--unit", metavar="NAME", help="watch and control a systemd unit")
     parser.add_argument("--user", action="store_true", help="--unit is a user unit")
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        help="history database whose last hour of this server the plots open with "
+        "(default: the agent's, when it exists)",
+    )
+    parser.add_argument(
+        "--record",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="record what the dashboard sees to a history database, as `llmtop agent` does "
+        "(default PATH: the agent's)",
+    )
     add_threshold_arguments(parser)
 
 
@@ -178,7 +193,40 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(session, str):
         print(f"llmtop: {session}", file=sys.stderr)
         return 2
+    problem = use_history(session, args)
+    if problem is not None:
+        print(f"llmtop: {problem}", file=sys.stderr)
+        return 2
     return run_dashboard(session, log_lines=int(args.log_lines))
+
+
+def use_history(session: Session, args: argparse.Namespace) -> str | None:
+    """--db / --record on *session*: the DB the plots open with (--db, else the one recorded
+    to, else the agent's default) and the recorder (`--record`); an error in words or None.
+
+    The recorder is the agent's own sink (same schema, retention defaults and redaction), so
+    a dashboard's recording replays and reports like an agent's."""
+    from llmtop.sources.history_db import default_db_path
+
+    record = getattr(args, "record", None)
+    record_path = None if record is None else (record or str(default_db_path()))
+    session.history_db = getattr(args, "db", None) or record_path or str(default_db_path())
+    if record_path is None:
+        return None
+    from llmtop.agent.recorder import HistoryRecorder, RecorderOptions, SinkError
+
+    try:
+        recorder = HistoryRecorder.open(
+            record_path,
+            RecorderOptions(interval_s=session.refresh_s),
+            log_store=session.log_store,
+            secrets=tuple(k for k in (session.api_key,) if k),
+            url=session.url,
+        )
+    except SinkError as exc:
+        return f"--record: {exc}"
+    session.recorders.append(recorder)
+    return None
 
 
 def run_dashboard(session: Session, *, log_lines: int = 10_000) -> int:

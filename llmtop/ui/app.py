@@ -121,6 +121,9 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
         # Hidden tabs are mounted after the first data frame (AfterFirstData); tests that inject
         # snapshots get them right after the first frame, as before.
         self.defer_hidden_tabs = auto_collect
+        # The recorded past the plots open with (Session.read_history); collection waits for it.
+        self.prefill: list[Snapshot] = []
+        self._prefill_pending = False
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -195,7 +198,7 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
 
     # ------------------------------------------------------------------ collector loop
     def _tick(self) -> None:
-        if self.session.collector is None or self._shutting_down:
+        if self.session.collector is None or self._shutting_down or self._prefill_pending:
             self._refresh_title()
             return
         if self._collecting:
@@ -219,6 +222,7 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
     @on(SnapshotReady)
     def _on_snapshot(self, message: SnapshotReady) -> None:
         snap = message.snapshot
+        self.session.record(snap)  # --record: the agent's recorder, on its own thread
         self.latest = snap
         self.snapshots_seen += 1
         self.series.add_snapshot(snap)
@@ -233,6 +237,18 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
             self._show_tab(self.active_tab, snap)
         if self.snapshots_seen == 1 and self.defer_hidden_tabs:
             self.call_after_refresh(self._reveal_hidden_tabs)
+
+    def apply_prefill(self, snapshots: list[Snapshot]) -> None:
+        """Start the plots with the recorded past (oldest first), before any live sample."""
+        first_live = self.latest.time if self.latest is not None else float("inf")
+        self.prefill = [s for s in snapshots if s.time < first_live]
+        for snap in self.prefill:
+            self.series.add_snapshot(snap)
+        for panel_id in ("#gpu-panel", "#thermal-panel"):
+            record = getattr(self._find(panel_id), "record", None)
+            if record is not None:
+                for snap in self.prefill:
+                    record(snap)
 
     @on(Tabs.TabActivated, "#tabs")
     def _on_tab(self, event: Tabs.TabActivated) -> None:

@@ -12,7 +12,12 @@ from textual.app import App
 
 from llmtop.session import DiscoveredTarget, Session
 
+# The longest the first collect waits for the recorded past (a slow disk: start without it).
+PREFILL_WAIT_S = 3.0
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from llmtop.snapshot import Snapshot
+
     _AppBase = App[None]
 else:
     _AppBase = object
@@ -24,6 +29,10 @@ class SessionLife(_AppBase):
     if TYPE_CHECKING:  # provided by LlmtopApp
         session: Session
         _shutting_down: bool
+        _prefill_pending: bool
+
+        def apply_prefill(self, snapshots: list[Snapshot]) -> None: ...
+
         _collect_task: asyncio.Task[None] | None
 
         def _tick(self) -> None: ...
@@ -56,10 +65,23 @@ class SessionLife(_AppBase):
         await self._start_session()
 
     async def _start_session(self) -> None:
+        # The recorded past is read (a thread) while the session starts; the first collect
+        # waits for it so the plots hold the past before the present.
+        prefill: asyncio.Future[list[Snapshot]] | None = None
+        if self.session.history_db is not None and self.session.url is not None:
+            self._prefill_pending = True
+            prefill = asyncio.ensure_future(asyncio.to_thread(self.session.read_history))
         try:
             await self.session.start()
         except Exception as exc:  # noqa: BLE001 - shown to the operator
             self.notify(f"could not start: {exc}", severity="error", timeout=10)
+        if prefill is not None:
+            try:
+                self.apply_prefill(await asyncio.wait_for(prefill, PREFILL_WAIT_S))
+            except Exception as exc:  # noqa: BLE001 - start without the past rather than not
+                self.notify(f"history not shown: {exc}", severity="warning")
+            finally:
+                self._prefill_pending = False
         self._tick()
 
     def _install_signal_handlers(self) -> None:

@@ -36,6 +36,7 @@ class TabRouter(_AppBase):
     if TYPE_CHECKING:  # provided by LlmtopApp
         session: Session
         latest: Snapshot | None
+        prefill: list[Snapshot]
         _active_tab: str
         _tuning_mounting: bool
         _widget_cache: dict[object, Any]
@@ -76,6 +77,9 @@ class TabRouter(_AppBase):
         for widget in deferred:
             panel = await widget.reveal()
             record = getattr(panel, "record", None)
+            if record is not None:
+                for snap in self.prefill:  # the recorded past first (history DB)
+                    record(snap)
             if record is not None and self.latest is not None:
                 record(self.latest)  # history is keyed by snapshot time: no double entries
 

@@ -1,0 +1,108 @@
+"""The dashboard and the history DB: plots open with the recorded last hour of this server
+(and not of another), and `--record` records what the dashboard sees with the agent's own
+recorder, so the recording replays and prefills like an agent's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from llmtop.agent.recorder import HistoryRecorder, RecorderOptions
+from llmtop.commands.dashboard import use_history
+from llmtop.session import Session
+from llmtop.sources.history_db import HistoryDB
+from llmtop.ui.app import create_app
+from llmtop.ui.series import SERIES_LEN
+from tests.realserver import RunningServer
+from tests.test_history_db import snap
+
+DEAD_URL = "http://127.0.0.1:9"  # nothing listens: the live snapshots say unreachable
+
+
+async def wait_until(pilot: object, cond: Callable[[], object], timeout: float = 30.0) -> None:
+    """Let the app run until cond() holds (a deadline, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
+        await pilot.pause(0.02)  # type: ignore[attr-defined]
+
+
+def recorded(path: Path, url: str, minutes: int = 20) -> float:
+    """*minutes* of 1 s samples of the server at *url*, ending two seconds ago; the first time."""
+    now = time.time()
+    rec = HistoryRecorder.open(path, RecorderOptions(), url=url, report=lambda _line: None)
+    start = now - minutes * 60 - 2
+    for i in range(minutes * 60):
+        rec.on_snapshot(snap(start + i, gen=40.0 + i % 5, temp=60.0 + i % 20))
+    rec.close()
+    return start
+
+
+async def test_plots_open_with_the_recorded_hour_of_this_server(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    recorded(path, DEAD_URL)
+    session = Session(mode="attach", url=DEAD_URL, history_db=str(path), refresh_s=0.5)
+    app = create_app(session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.snapshots_seen >= 1)
+        live = app.latest
+        assert live is not None and live.server.health != "ok"
+        gen = list(app.series.gen_tps)
+        assert len(gen) == SERIES_LEN  # full from the start: 20 min recorded, 10 min kept
+        assert all(g is not None and 40.0 <= g <= 44.0 for g in gen[:-1])
+        assert app.prefill and app.prefill[-1].time < live.time
+        await pilot.press("4")  # the GPU tab: its thermal history holds the past too
+        await wait_until(pilot, lambda: app._find("#thermal-panel") is not None)  # noqa: SLF001
+        thermal = app._find("#thermal-panel")  # noqa: SLF001
+        times = list(thermal.history.times)
+        assert len(times) > SERIES_LEN and times[0] < app.prefill[-1].time < times[-1]
+        await pilot.press("q")
+
+
+async def test_no_prefill_from_another_servers_history(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    recorded(path, "http://10.1.2.3:8080", minutes=2)
+    session = Session(mode="attach", url=DEAD_URL, history_db=str(path), refresh_s=0.5)
+    app = create_app(session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.snapshots_seen >= 1)
+        assert app.prefill == [] and len(app.series.gen_tps) <= 2
+        await pilot.press("q")
+
+
+async def test_record_writes_what_the_dashboard_sees(
+    llama_server: RunningServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "rec" / "history.sqlite"
+    args = argparse.Namespace(db=None, record=str(path))
+    session = Session(mode="attach", url=llama_server.url, refresh_s=0.3)
+    assert use_history(session, args) is None and session.history_db == str(path)
+    app = create_app(session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.snapshots_seen >= 4)
+        seen = app.snapshots_seen
+        await pilot.press("q")
+    with HistoryDB.open(path) as db:
+        rng = db.time_range()
+        assert rng is not None
+        rows = db.server_rows(rng.start, rng.end)
+        assert len(rows) >= seen - 1 and rows[-1].health == "ok"
+        assert db.meta()["url"] == llama_server.url
+    # ... and the next dashboard on this server opens with it
+    again = Session(mode="attach", url=llama_server.url, refresh_s=0.3, history_db=str(path))
+    app2 = create_app(again)
+    async with app2.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app2.snapshots_seen >= 1)
+        assert len(app2.prefill) >= seen - 1
+        await pilot.press("q")
+
+
+def test_record_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    session = Session(mode="attach", url=DEAD_URL)
+    problem = use_history(session, argparse.Namespace(db=None, record=str(bad)))
+    assert problem is not None and str(bad) in problem and session.recorders == []
