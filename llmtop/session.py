@@ -292,6 +292,13 @@ class Session:
 
         return read_prefill(self.history_db, self.url, time.time(), window_s)
 
+    def feed_history(self, snapshots: list[Snapshot]) -> None:
+        """The recorded past into the alert engine's thermal window (its verdict then covers
+        it from the first tick). Call before the first collect; cheap but O(samples)."""
+        feed = getattr(self.alert_engine, "feed_history", None)
+        if feed is not None and snapshots:
+            feed(snapshots)
+
     def record(self, snap: Snapshot) -> None:
         """Hand *snap* to the recorders on their own thread (one small transaction each, in
         order), so a slow disk never stalls the screen. A backlog beyond RECORD_BACKLOG drops

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llmtop.agent.recorder import HistoryRecorder, RecorderOptions
 from llmtop.commands.dashboard import use_history
-from llmtop.session import Session
+from llmtop.session import Session, make_alert_engine
 from llmtop.sources.history_db import HistoryDB
 from llmtop.ui.app import create_app
 from llmtop.ui.series import SERIES_LEN
@@ -59,6 +59,29 @@ async def test_plots_open_with_the_recorded_hour_of_this_server(tmp_path: Path) 
         thermal = app._find("#thermal-panel")  # noqa: SLF001
         times = list(thermal.history.times)
         assert len(times) > SERIES_LEN and times[0] < app.prefill[-1].time < times[-1]
+        await pilot.press("q")
+
+
+async def test_thermal_verdict_covers_the_recorded_minutes(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    now = time.time()
+    rec = HistoryRecorder.open(path, RecorderOptions(), url=DEAD_URL, report=lambda _line: None)
+    for i in range(240):  # the last 4 minutes; thermally throttled in the second half
+        hot = i >= 120
+        rec.on_snapshot(snap(now - 242 + i, reasons=("HwThermalSlowdown",) if hot else (),
+                             temp=90.0 if hot else 70.0))  # fmt: skip
+    rec.close()
+    session = Session(mode="attach", url=DEAD_URL, history_db=str(path), refresh_s=0.5,
+                      alert_factory=make_alert_engine)  # fmt: skip
+    app = create_app(session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.snapshots_seen >= 1)
+        assert session.alert_engine is not None
+        report = session.alert_engine.thermal(
+            snap(time.time(), reasons=("HwThermalSlowdown",), temp=90.0)
+        )
+        assert report is not None and report.throttled_percent, report
+        assert 30 <= report.throttled_percent <= 70, report  # half of the recorded window
         await pilot.press("q")
 
 

@@ -192,6 +192,13 @@ class AlertEngine:
         return self._report
 
     # ------------------------------------------------------------------ checks
+    def feed_history(self, snapshots: Iterable[Snapshot]) -> None:
+        """Recorded snapshots (oldest first) into the thermal window, without raising alerts:
+        the dashboard opened on a history DB gives its verdict over the recorded minutes at
+        once instead of "not enough data" for the first five."""
+        for snap in snapshots:
+            self._feed(snap)
+
     def _feed(self, snapshot: Snapshot) -> None:
         if self._fed_time is not None and snapshot.time <= self._fed_time:
             return

@@ -77,7 +77,10 @@ class SessionLife(_AppBase):
             self.notify(f"could not start: {exc}", severity="error", timeout=10)
         if prefill is not None:
             try:
-                self.apply_prefill(await asyncio.wait_for(prefill, PREFILL_WAIT_S))
+                past = await asyncio.wait_for(prefill, PREFILL_WAIT_S)
+                self.apply_prefill(past)
+                # the collector is not running yet: the alert engine is the thread's alone
+                await asyncio.to_thread(self.session.feed_history, past)
             except Exception as exc:  # noqa: BLE001 - start without the past rather than not
                 self.notify(f"history not shown: {exc}", severity="warning")
             finally:
