@@ -168,6 +168,13 @@ async def test_keys_move_the_cursor_and_world_changing_keys_say_why(tmp_path: Pa
             assert source.time == T0 + 120
             await wait_until(pilot, lambda: shown(app))
             assert app.latest is not None and app.latest.gpus[0].temperature_c == 91.0
+            # the thermal verdict over the window before the cursor, as live would show it
+            await pilot.press(*["right"] * 20)
+            await wait_until(pilot, lambda: shown(app) and source.time == T0 + 140)
+            report = app.latest.thermal
+            assert report is not None and report.throttled_percent, report
+            await pilot.press("left_square_bracket")
+            assert source.time == T0 + 120
             await pilot.press("right_square_bracket")
             assert source.time == T0 + 200
             await pilot.press("left_square_bracket")

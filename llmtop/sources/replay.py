@@ -17,11 +17,14 @@ serialises them (one sqlite connection shared by the worker threads).
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import math
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmtop.diagnosis.alerts import AlertEngine
 from llmtop.diagnosis.history_report import GAP_INTERVALS, THROTTLE_REASONS
 from llmtop.snapshot import Snapshot
 from llmtop.sources.history_db import HistoryDB, HistoryError
@@ -59,6 +62,8 @@ class ReplaySource:
         self.events: list[ReplayEvent] = []
         self._lock = threading.Lock()
         self.interval_s = db.interval_s()
+        self._engine: AlertEngine | None = None  # the thermal verdict's, fed up to _fed
+        self._fed: float | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -169,12 +174,28 @@ class ReplaySource:
 
     # ------------------------------------------------------------------ reading (blocking)
     def snapshot(self, index: int | None = None) -> Snapshot | None:
-        """The recorded Snapshot at *index* (default: the cursor). Blocking."""
+        """The recorded Snapshot at *index* (default: the cursor), with the thermal verdict
+        over the window before it, as the live dashboard would have shown. Blocking.
+
+        The verdict's engine is kept between calls: a step forward feeds it only the samples
+        since the last one; a step back or a jump past the window starts it afresh from the
+        window before the cursor (one range read of a few hundred samples)."""
         t = self.times[self.index if index is None else index]
         with self._lock:
-            for snap in self.db.snapshots(t, t):
+            snap = next(iter(self.db.snapshots(t, t)), None)
+            if snap is None or not snap.gpus:
                 return snap
-        return None
+            engine, fed = self._engine, self._fed
+            window = engine.thresholds.thermal_window_s if engine is not None else 300.0
+            if engine is None or fed is None or t < fed or t - fed > window:
+                engine = self._engine = AlertEngine()
+                window = engine.thresholds.thermal_window_s
+                past = self.db.snapshots(t - window, t)
+            else:
+                past = self.db.snapshots(math.nextafter(fed, math.inf), t)
+            engine.feed_history(p for p in past if p.time < t)
+            self._fed = t
+            return dataclasses.replace(snap, thermal=engine.thermal(snap))
 
     def refresh(self) -> int:
         """Append samples the agent wrote after the end (follow mode); the count. Blocking."""
