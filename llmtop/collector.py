@@ -66,6 +66,8 @@ class Collector:
         self._last_health: str | None = None
         self._unit_warning_since: dict[str, float] = {}
         self._stopped_pid: int | None = None  # the server's process was stopped last tick
+        self._argv_pid: int | None = None  # the pid whose argv _argv is (attach mode)
+        self._argv: list[str] = []
 
     @property
     def url(self) -> str:
@@ -119,6 +121,10 @@ class Collector:
             pid = self._lookup_pid()
             if pid is not None:
                 host = self._sampler.host(pid)
+        if pid is not None and pid != self._argv_pid and self.server_spec() is None:
+            # attach mode: the server's own argv tells its --sleep-idle-seconds (read in this
+            # thread, once per pid)
+            self._argv_pid, self._argv = pid, _process_argv(pid)
         return host, pid
 
     # -- the tick ------------------------------------------------------------------------
@@ -156,6 +162,7 @@ class Collector:
 
         # a unit's MainPID is read this tick; the pid above may be from the last one
         self._tell_server(unit.main_pid if unit is not None and unit.main_pid else pid)
+        self.client.sleep_idle_s = self._sleep_idle_s(pid)
 
         rates = self._rates(server)
         server = dataclasses.replace(
@@ -298,6 +305,16 @@ class Collector:
             except Exception:  # noqa: BLE001
                 log.exception("gpu_monitor.set_server() failed")
 
+    def _sleep_idle_s(self, pid: int | None) -> float | None:
+        """The server's --sleep-idle-seconds: from its launch spec (child, unit), else from the
+        argv of the process found for it (attach; read once per pid). The client then spaces
+        its activity-counting requests so that watching an idle server lets it fall asleep."""
+        spec = self.server_spec()
+        argv = list(getattr(spec, "argv", ()) or ()) if spec is not None else None
+        if argv is None and pid is not None and pid == self._argv_pid:
+            argv = self._argv
+        return sleep_idle_seconds(argv or ())
+
     def _unit_alerts(self, unit: UnitStatus | None, now: float) -> tuple[Alert, ...]:
         """The unit's checks as alerts; each keeps the time its warning was first seen."""
         if unit is None or not unit.warnings:
@@ -328,3 +345,29 @@ def _stopped_pid(host_r: object) -> int | None:
     if proc is not None and proc.status in ("stopped", "tracing-stop"):
         return int(proc.pid)
     return None
+
+
+def sleep_idle_seconds(argv: list[str] | tuple[str, ...]) -> float | None:
+    """`--sleep-idle-seconds N` (or `=N`) from a llama-server argv; None when absent, off
+    (N <= 0) or not a number."""
+    value: str | None = None
+    for i, arg in enumerate(argv):
+        if arg == "--sleep-idle-seconds" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--sleep-idle-seconds="):
+            value = arg.partition("=")[2]
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 < seconds < float("inf") else None
+
+
+def _process_argv(pid: int) -> list[str]:
+    """The process's argv (empty when it cannot be read: gone, another user's, not local)."""
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).cmdline())
+    except (psutil.Error, OSError):
+        return []

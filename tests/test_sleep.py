@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmtop.collector import Collector
+from llmtop.collector import Collector, sleep_idle_seconds
 from llmtop.diagnosis.alerts import AlertEngine
 from llmtop.snapshot import GpuSample, ServerStatus, Snapshot, to_json_dict
 from llmtop.sources.llama_http import LlamaClient
@@ -86,6 +86,42 @@ async def test_collector_keeps_a_sleeping_server_asleep(
     assert to_json_dict(snap)["server"]["health"] == "sleeping"
     assert not [a for a in snap.alerts if a.kind.startswith("server_")]
     assert _props_sleeping(srv)
+
+
+@pytest.mark.real_server
+async def test_watching_an_awake_idle_server_lets_it_fall_asleep(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """Attached while awake: /slots and /metrics reset the idle timer, so the collector spaces
+    them (it reads --sleep-idle-seconds from the server's argv) and the server still sleeps."""
+    srv = server_factory("--sleep-idle-seconds", "3", "--metrics")
+    collector = Collector(LlamaClient(srv.url), pid_hint=srv.pid)
+    try:
+        snap = await collector.collect()
+        assert snap.server.health == "ok" and snap.server.total_slots == 1
+        assert collector.client.sleep_idle_s == 3.0
+        deadline = time.monotonic() + WATCH_S
+        while snap.server.health != "sleeping":
+            assert time.monotonic() < deadline, "the watched server never fell asleep"
+            await asyncio.sleep(0.5)
+            snap = await collector.collect()
+        assert ENTERED in srv.log()
+        end = time.monotonic() + 10.0
+        while time.monotonic() < end:
+            assert not _woke(srv), "llmtop's polling woke the sleeping server"
+            await asyncio.sleep(0.5)
+            snap = await collector.collect()
+            assert snap.server.health == "sleeping"
+    finally:
+        await collector.aclose()
+
+
+def test_sleep_idle_seconds_from_argv() -> None:
+    assert sleep_idle_seconds(["llama-server", "--sleep-idle-seconds", "3"]) == 3.0
+    assert sleep_idle_seconds(["llama-server", "--sleep-idle-seconds=90"]) == 90.0
+    assert sleep_idle_seconds(["llama-server", "--sleep-idle-seconds", "-1"]) is None
+    assert sleep_idle_seconds(["llama-server", "--sleep-idle-seconds", "x"]) is None
+    assert sleep_idle_seconds(["llama-server", "-m", "m.gguf"]) is None
 
 
 @pytest.mark.real_server

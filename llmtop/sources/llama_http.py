@@ -245,6 +245,12 @@ class LlamaClient:
         self.polls = 0
         # Unix time a poll first saw /props say `is_sleeping`; None while the server is awake.
         self.sleeping_since: float | None = None
+        # The server's --sleep-idle-seconds, where known (the collector sets it from the launch
+        # spec or the process's argv): /slots and /metrics count as activity, so while the
+        # server is idle they are asked only every sleep_idle_s + a margin, letting it fall
+        # asleep while watched. None: asked every poll.
+        self.sleep_idle_s: float | None = None
+        self._activity_polled_at = float("-inf")  # monotonic: last /slots or /metrics asked
         self._in_flight: set[raw_http.Abort] = set()  # polls running in a thread now
 
     @property
@@ -396,6 +402,10 @@ class LlamaClient:
         want_props = self._props is None or now - self._props_at >= self.props_refresh_s
         want_slots = self._due("/slots", now)
         want_metrics = self._due("/metrics", now)
+        if self._let_it_sleep(now):
+            want_props = want_slots = want_metrics = False
+        elif want_slots or want_metrics:
+            self._activity_polled_at = now
 
         wanted = ["/health", "/props", "/v1/models", "/slots", "/metrics"]
         asked = [True, True, want_props, want_slots, want_metrics]
@@ -434,6 +444,22 @@ class LlamaClient:
         ]
         health_r, props_r, models_r, slots_r, metrics_r = results
         return self._fold(now, health_r, props_r, models_r, slots_r, metrics_r, True)
+
+    def _let_it_sleep(self, now: float) -> bool:
+        """True when this poll must not ask /slots, /metrics or /v1/models so that an idle
+        server with --sleep-idle-seconds can reach its timeout (each of them resets it).
+
+        Only while the last look showed nothing running; a request that arrives meanwhile is
+        seen at the next spaced look (at most sleep_idle_s + margin later)."""
+        idle_s = self.sleep_idle_s
+        if idle_s is None or idle_s <= 0 or self._last_health != "ok":
+            return False
+        if any(sl.is_processing for sl in self._slots):
+            return False
+        running = (self.last_metrics or {}).get("requests_processing")
+        if running:
+            return False
+        return now - self._activity_polled_at < idle_s + max(1.0, 0.25 * idle_s)
 
     def _fold(
         self,
