@@ -541,6 +541,8 @@ def _gpu_row(t: float, g: GpuSample) -> tuple[object, ...]:
 def _sleeping(snap: Snapshot) -> int | None:
     """llama-server's idle sleep (--sleep-idle-seconds) as the health detail says it."""
     s = snap.server
+    if s.health == "sleeping":  # the poll's own word for it (/props is_sleeping)
+        return 1
     if s.health == "ok":
         return int("sleep" in s.detail.lower())
     return None
