@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from llmtop.collector import Collector
-from llmtop.history import History, Series
+from llmtop.model.timeseries import SeriesGroup as History
+from llmtop.model.timeseries import TimeSeries as Series
 from llmtop.snapshot import Alert, to_json_dict
 from llmtop.sources.llama_http import LlamaClient
 from tests.realserver import free_port

@@ -80,10 +80,10 @@ def build_collector(args: argparse.Namespace) -> Collector:
         url, pid = resolve_target(getattr(args, "url", None))
     client = LlamaClient(url, api_key=api_key, timeout_s=getattr(args, "timeout", 2.0))
     from llmtop.diagnosis.alerts import AlertEngine
-    from llmtop.sources.gpu import build_gpu_monitor
+    from llmtop.sources.gpu import default_gpu_monitor
 
     engine = AlertEngine(thresholds_from_args(args))
-    gpu = build_gpu_monitor(args)
+    gpu = default_gpu_monitor()
     if gpu is not None and pid is not None:
         gpu.set_server(pid, unit_spec)
     return Collector(

@@ -1,7 +1,7 @@
 """Thermal diagnosis: what limited the GPU, for how long, and what it cost in decode speed.
 
 Pure over `ThermalPoint`s (one GPU sample + the server's generation tokens/s at that instant).
-`ThermalTracker` keeps a bounded history per GPU and turns reason changes into events:
+`ThermalTracker` keeps a bounded history per GPU (a `TimeSeries` of points) and turns reason changes into events:
 "14:02:11 HW thermal slowdown started — 87 °C, SM 1980→1410 MHz; gen 52→38 tok/s".
 """
 
@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from llmtop.model.timeseries import TimeSeries
 from llmtop.snapshot import GpuSample, ThermalEvent, ThermalReport
 
 # Reasons that limit the clocks, in the verdict's words (HwSlowdown is the umbrella of the two
@@ -99,19 +100,6 @@ def _weights(points: Sequence[ThermalPoint], now: float) -> list[float]:
     return out
 
 
-def _window(points: deque[ThermalPoint], since: float) -> list[ThermalPoint]:
-    """The points at or after *since* (points are in time order): read from the newest end, so
-    a tick costs the window (5 min), not the whole hour kept — 8 GPUs × 3600 points were ~7 ms
-    of CPU a tick."""
-    out: list[ThermalPoint] = []
-    for p in reversed(points):
-        if p.time < since:
-            break
-        out.append(p)
-    out.reverse()
-    return out
-
-
 def thermal_report(
     points: Sequence[ThermalPoint],
     now: float,
@@ -172,17 +160,18 @@ class ThermalTracker:
 
     def __init__(self, maxlen: int = 3600) -> None:
         self.maxlen = maxlen
-        self.points: dict[int, deque[ThermalPoint]] = {}
+        self.points: dict[int, TimeSeries[ThermalPoint]] = {}
         self.events: deque[ThermalEvent] = deque(maxlen=MAX_EVENTS)
         self.events_seen = 0  # every event ever added (the deque keeps the last MAX_EVENTS)
         self.last_limited_at = float("-inf")  # the last point with a limiting reason (any GPU)
         self._state: dict[int, _GpuState] = {}
 
     def add(self, p: ThermalPoint) -> list[ThermalEvent]:
-        series = self.points.setdefault(p.gpu_index, deque(maxlen=self.maxlen))
-        if series and p.time <= series[-1].time:
-            return []
-        series.append(p)
+        series = self.points.get(p.gpu_index)
+        if series is None:
+            series = self.points[p.gpu_index] = TimeSeries(self.maxlen)
+        if not series.append_newer(p.time, p):
+            return []  # the same snapshot again (or an older one): nothing new
         st = self._state.setdefault(p.gpu_index, _GpuState(started={}))
         assert st.started is not None
         new: list[ThermalEvent] = []
@@ -243,7 +232,8 @@ class ThermalTracker:
             pts = self.points.get(i)
             if not pts:
                 continue
-            r = thermal_report(_window(pts, now - window_s), now, window_s, events)
+            # the window only, read from the newest end: a tick costs 5 min, not the hour kept
+            r = thermal_report(pts.since(now - window_s), now, window_s, events)
             if best is None or (r.throttled_percent or -1) > (best.throttled_percent or -1):
                 best, best_idx = r, i
         if best is not None and best.verdict and len(self.points) > 1:

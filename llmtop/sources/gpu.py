@@ -19,7 +19,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any
 import psutil
 import pynvml
 
+from llmtop.model.launch_spec import LaunchSpec
+from llmtop.model.timeseries import TimeSeries
 from llmtop.snapshot import GpuProcess, GpuSample
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ def _use_library(path: str | None) -> None:
 
 
 def _code(e: pynvml.NVMLError) -> int:
-    return int(getattr(e, "value", -1))
+    """The NVML return code of *e* (pynvml sets `value` on every NVMLError it raises)."""
+    return int(e.value)
 
 
 def _visible_devices(value: str | None) -> list[str] | None:
@@ -164,7 +166,11 @@ class GpuMonitor:
         self._view: tuple[_ServerProcesses, list[str] | None | bool] = (_ServerProcesses(()), False)
         self._view_key: tuple[int, ...] | None = None
         self._view_at = float("-inf")
-        self.history: deque[GpuReading] = deque(maxlen=max(1, int(history_s / max(refresh_s, 0.1))))
+        # Readings with GPUs, oldest first (recent()); a scenario clock may repeat an instant,
+        # so every reading is kept (append, not append_newer).
+        self._readings: TimeSeries[GpuReading] = TimeSeries(
+            max(1, int(history_s / max(refresh_s, 0.1)))
+        )
         self.driver_version: str | None = None
 
     # ------------------------------------------------------------------ life cycle
@@ -253,12 +259,12 @@ class GpuMonitor:
     def recent(self) -> list[GpuReading]:
         """The bounded history of readings (15 min at 1 s by default), oldest first."""
         with self._lock:
-            return list(self.history)
+            return self._readings.values()
 
     def set_server(
         self,
         pids: int | Iterable[int] | None,
-        spec: Any | None = None,
+        spec: LaunchSpec | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         """Which process(es) are the llama-server (children are added at each sample).
@@ -272,7 +278,7 @@ class GpuMonitor:
             new = (pids,)
         else:
             new = tuple(pids)
-        spec_env = getattr(spec, "env", None) if spec is not None else None
+        spec_env = spec.env if spec is not None else None
         self._server_env = env if env is not None else spec_env
         if new != self._server_pids:
             self._server_pids = new
@@ -305,7 +311,9 @@ class GpuMonitor:
         with self._lock:
             self._latest = reading
             if reading.samples:
-                self.history.append(reading)
+                self._readings.append(
+                    reading.time if reading.time is not None else self._clock(), reading
+                )
 
     def _q(self, fn: Callable[..., Any], *args: Any) -> Any:
         """One NVML read: the value, or None for N/A; raises _GpuLost when the GPU fell off."""
@@ -603,13 +611,6 @@ def _mem(v: Any) -> int | None:
 def default_gpu_monitor(refresh_s: float = 1.0) -> GpuMonitor:
     """The monitor for the real driver (or LLMTOP_NVML_LIBRARY)."""
     return GpuMonitor(refresh_s=refresh_s)
-
-
-def build_gpu_monitor(args: Any) -> GpuMonitor | None:
-    """From CLI args: None with --no-gpu, else a monitor at the refresh interval."""
-    if getattr(args, "no_gpu", False):
-        return None
-    return default_gpu_monitor(float(getattr(args, "refresh", 1.0) or 1.0))
 
 
 def demo_scenario_path() -> Path | None:

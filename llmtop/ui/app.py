@@ -36,7 +36,7 @@ from llmtop.ui.panels.prompt import PromptPanel
 from llmtop.ui.panels.server import FailureBox, ServerPanel
 from llmtop.ui.panels.thermal import ThermalPanel
 from llmtop.ui.probe_keys import ProbeKeys
-from llmtop.ui.series import Series
+from llmtop.ui.series import DashboardHistory
 from llmtop.ui.server_keys import ServerKeys
 from llmtop.ui.session_life import SessionLife
 from llmtop.ui.tab_router import TabRouter
@@ -104,7 +104,7 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
         self.auto_collect = auto_collect
         self.clock = clock or time.time
         self.log_lines = log_lines
-        self.series = Series()
+        self.series = DashboardHistory()
         self.latest: Snapshot | None = None
         self.snapshots_seen = 0
         self.dropped_ticks = 0
@@ -171,7 +171,7 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
             )
         with Pane(id="gpu").hidden():
             yield AfterFirstData(GpuPanel(id="gpu-panel"))
-            yield AfterFirstData(ThermalPanel(id="thermal-panel"))
+            yield AfterFirstData(ThermalPanel(self.series, id="thermal-panel"))
         with Pane(id="tuning").hidden():
             # Mounted on first visit: the tuning code imports slowly (kept off start-up).
             yield Static("loading…", id="tuning-panel")

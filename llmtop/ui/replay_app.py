@@ -118,13 +118,8 @@ class ReplayApp(LlmtopApp):
             self.notify(f"replay: {exc}", severity="error", timeout=10)
 
     def _start_plots_afresh(self) -> None:
-        """Empty the plots' histories (in place: the panels hold the same Series)."""
-        for d in (self.series.gen_tps, self.series.prompt_tps, self.series.host_cpu,
-                  self.series.proc_cpu):  # fmt: skip
-            d.clear()
-        thermal = self._find("#thermal-panel")
-        if thermal is not None and hasattr(thermal, "history"):
-            thermal.history = type(thermal.history)()
+        """Empty the plots' history (in place: every panel, the thermal one too, holds it)."""
+        self.series.clear()
 
     def _refresh_title(self) -> None:
         src = self.source

@@ -6,11 +6,11 @@ from llmtop.model.units import DASH, fmt_bytes, fmt_duration, fmt_pct
 from llmtop.snapshot import Snapshot
 from llmtop.ui.charts import sparkline
 from llmtop.ui.panels.base import SnapshotPanel
-from llmtop.ui.series import Series
+from llmtop.ui.series import DashboardHistory
 
 
 class HostPanel(SnapshotPanel):
-    def __init__(self, series: Series, **kwargs: object) -> None:
+    def __init__(self, series: DashboardHistory, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.series = series
         self.border_title = "Host"
@@ -20,7 +20,7 @@ class HostPanel(SnapshotPanel):
         h = snapshot.host
         width = max(8, (self.content_size.width or 36) - 16)
         lines = [
-            f"CPU      {fmt_pct(h.cpu_percent):>5}  [cyan]{sparkline(list(self.series.host_cpu), width, top=100.0)}[/]"
+            f"CPU      {fmt_pct(h.cpu_percent):>5}  [cyan]{sparkline(self.series.host_cpu, width, top=100.0)}[/]"
         ]
         if h.memory_total_bytes:
             used = h.memory_used_bytes or 0

@@ -16,7 +16,7 @@ from llmtop.model.units import DASH, fmt_clock, fmt_ms, fmt_rate
 from llmtop.snapshot import Snapshot
 from llmtop.ui.charts import braille_plot, downsample
 from llmtop.ui.format import keep_gaps
-from llmtop.ui.series import Series
+from llmtop.ui.series import DashboardHistory
 
 COLUMNS = (
     "time",
@@ -79,7 +79,7 @@ def probe_summary(r: Any | None) -> str:
 class ProbeSummary(Static):
     """One line on the overview: the latest probe."""
 
-    def __init__(self, series: Series, **kwargs: object) -> None:
+    def __init__(self, series: DashboardHistory, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.series = series
         self._last = ""
@@ -95,7 +95,7 @@ class ProbeSummary(Static):
 
 
 class LatencyPanel(Vertical):
-    def __init__(self, series: Series, **kwargs: object) -> None:
+    def __init__(self, series: DashboardHistory, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.series = series
         self.border_title = "Latency"
@@ -199,7 +199,7 @@ class LatencyPanel(Vertical):
 class RecentProbes(Static):
     """Wide overview only: the last probes as a compact text table (client vs server)."""
 
-    def __init__(self, series: Series, **kwargs: object) -> None:
+    def __init__(self, series: DashboardHistory, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.series = series
         self.border_title = "Recent probes"

@@ -10,7 +10,7 @@ from llmtop.snapshot import Snapshot, SupervisorStatus, UnitStatus
 from llmtop.ui.charts import sparkline
 from llmtop.ui.format import keep_gaps
 from llmtop.ui.panels.base import SnapshotPanel
-from llmtop.ui.series import Series
+from llmtop.ui.series import DashboardHistory
 
 HEALTH_STYLE = {
     "ok": "bold green",
@@ -69,7 +69,7 @@ def unit_words(unit: UnitStatus) -> str:
 class ServerPanel(SnapshotPanel):
     """What the server is doing, in words an operator reads at a glance."""
 
-    def __init__(self, series: Series, **kwargs: object) -> None:
+    def __init__(self, series: DashboardHistory, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.series = series
         self.border_title = "Server"
@@ -99,7 +99,7 @@ class ServerPanel(SnapshotPanel):
         if len(s.slots) > 4:
             lines.append(f"  … {len(s.slots) - 4} more slots")
         width = max(8, (self.content_size.width or 36) - 9)
-        spark = sparkline(list(self.series.gen_tps), width, zero_blank=True)
+        spark = sparkline(self.series.gen_tps, width, zero_blank=True)
         lines.append(
             f"tok/s    gen [bold]{fmt_rate(s.gen_tokens_per_s, '')}[/]"
             f" · prompt {fmt_rate(s.prompt_tokens_per_s, '')}"

@@ -1,12 +1,10 @@
 """Thermal panel: temperature, SM clock and generation tok/s on one time axis, the verdict over
 the window ("thermal (HW slowdown) 31 % of the last 5 min; decode −24 % while throttled") and the
-throttle events. History is bounded (15 min at 1 s); `record(snapshot)` may be called on every
-tick even while the panel is hidden (cheap: three deque appends)."""
+throttle events. The plots read the dashboard's one history (`DashboardHistory`, 15 min at 1 s,
+shared with the overview: gen tokens/s is kept once); `record(snapshot)` may be called on every
+tick even while the panel is hidden (a no-op for a snapshot the app already recorded)."""
 
 from __future__ import annotations
-
-from collections import deque
-from dataclasses import dataclass, field
 
 from rich.markup import escape
 
@@ -14,8 +12,8 @@ from llmtop.model.units import DASH
 from llmtop.snapshot import GpuSample, Snapshot
 from llmtop.ui.charts import sparkline
 from llmtop.ui.panels.base import SnapshotPanel
+from llmtop.ui.series import DashboardHistory
 
-HISTORY_LEN = 900  # 15 min at 1 s
 EVENTS_SHOWN = 6
 REASON_WORDS = {
     "HwThermalSlowdown": "HW thermal slowdown",
@@ -28,35 +26,6 @@ REASON_WORDS = {
     "SyncBoost": "sync boost",
     "DisplayClockSetting": "display clock",
 }
-
-
-@dataclass
-class ThermalHistory:
-    """Per-GPU bounded series sharing one time axis (the snapshots' times)."""
-
-    times: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
-    temp: dict[int, deque[float | None]] = field(default_factory=dict)
-    sm: dict[int, deque[float | None]] = field(default_factory=dict)
-    gen: deque[float | None] = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
-
-    def add(self, snapshot: Snapshot) -> None:
-        if self.times and snapshot.time <= self.times[-1]:
-            return
-        n = len(self.times)
-        self.times.append(snapshot.time)
-        self.gen.append(snapshot.server.gen_tokens_per_s)
-        seen = set()
-        for g in snapshot.gpus:
-            seen.add(g.index)
-            for series, value in ((self.temp, g.temperature_c), (self.sm, g.sm_clock_mhz)):
-                d = series.get(g.index)
-                if d is None:  # a GPU appearing later: pad so the axis stays shared
-                    d = series[g.index] = deque([None] * min(n, HISTORY_LEN), maxlen=HISTORY_LEN)
-                d.append(None if g.lost or value is None else float(value))
-        for series in (self.temp, self.sm):
-            for idx, d in series.items():
-                if idx not in seen:
-                    d.append(None)
 
 
 def focus_gpu(snapshot: Snapshot) -> GpuSample | None:
@@ -78,14 +47,15 @@ def focus_gpu(snapshot: Snapshot) -> GpuSample | None:
 
 
 class ThermalPanel(SnapshotPanel):
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, history: DashboardHistory | None = None, **kwargs: object) -> None:
+        """*history*: the app's (shared with the overview); a panel on its own keeps one."""
         super().__init__(**kwargs)
         self.border_title = "Thermal"
-        self.history = ThermalHistory()
+        self.history = history if history is not None else DashboardHistory()
 
     def record(self, snapshot: Snapshot) -> None:
         """Add the snapshot to the plots' history without redrawing."""
-        self.history.add(snapshot)
+        self.history.add_snapshot(snapshot)
 
     def show(self, snapshot: Snapshot) -> None:
         self.remember(snapshot)
@@ -132,21 +102,27 @@ class ThermalPanel(SnapshotPanel):
             )
         width = max(10, (self.content_size.width or 60) - 11)
         h = self.history
-        temp_series = list(h.temp.get(g.index, ()))
-        sm_series = list(h.sm.get(g.index, ()))
+        temp = h.temperature(g.index)
+        sm = h.sm_clock(g.index)
+        gen = h.gen()
+        temp_series = temp.values() if temp is not None else []
+        sm_series = sm.values() if sm is not None else []
         # Scaled from a little below the window's minimum so that a few degrees or a clock cut
         # are visible (from 0, a 70 → 86 °C ramp is a barely changing full bar).
-        t_low = max(0.0, min((v for v in temp_series if v is not None), default=0.0) - 5.0)
-        sm_low = 0.8 * min((v for v in sm_series if v is not None), default=0.0)
+        temp_summary = temp.summary() if temp is not None else None
+        sm_summary = sm.summary() if sm is not None else None
+        t_low = max(0.0, (temp_summary.min if temp_summary else 0.0) - 5.0)
+        sm_low = 0.8 * (sm_summary.min if sm_summary else 0.0)
         lines.append(
             f"temp °C  [red]{sparkline(temp_series, width, top=g.temp_shutdown_c, bottom=t_low)}[/]"
         )
         lines.append(
             f"SM MHz   [cyan]{sparkline(sm_series, width, top=g.sm_clock_max_mhz, bottom=sm_low)}[/]"
         )
-        lines.append(f"gen t/s  [green]{sparkline(list(h.gen), width, zero_blank=True)}[/]")
-        if len(h.times) > 1:
-            span = h.times[-1] - h.times[0]
+        gen_series = gen.values() if gen is not None else []
+        lines.append(f"gen t/s  [green]{sparkline(gen_series, width, zero_blank=True)}[/]")
+        if len(h.metrics) > 1:
+            span = h.span_s
             left = f"−{span / 60:.0f} min" if span >= 60 else f"−{span:.0f} s"
             lines.append(f"[dim]{'':9}{left}{'now':>{max(1, width - len(left))}}[/]")
         events = report.events if report is not None else ()
