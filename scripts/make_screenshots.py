@@ -32,7 +32,7 @@ SHOTS: tuple[tuple[str, tuple[int, int], tuple[str, ...]], ...] = (
 
 
 async def capture_sample(out: Path) -> list[Path]:
-    from llmtop.ui.sample import load_sample, sample_app
+    from tests.sample import load_sample, sample_app
 
     written = []
     for name, size, keys in SHOTS:

@@ -43,8 +43,8 @@ from llmtop.snapshot import Snapshot
 from llmtop.sources.logs import MAX_LINE_CHARS, LogStore
 from llmtop.ui.app import LlmtopApp, create_app
 from llmtop.ui.panels.alerts import AlertsStrip
-from llmtop.ui.screen_text import screen_text
 from tests.realserver import RunningServer, free_port, server_argv, wait_healthy
+from tests.screen_text import screen_text
 
 pytestmark = pytest.mark.real_server
 

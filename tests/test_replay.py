@@ -28,9 +28,9 @@ from llmtop.snapshot import Alert
 from llmtop.sources.history_db import HistoryDB
 from llmtop.sources.replay import SPEEDS, ReplaySource, stamp
 from llmtop.ui.replay_app import create_replay_app
-from llmtop.ui.screen_text import screen_text
 from tests.nvml_sim.harness import SimGpus
 from tests.realserver import RunningServer
+from tests.screen_text import screen_text
 from tests.test_agent_throttle import HOT, INTERVAL_S, loader, throttle_scenario  # noqa: F401
 from tests.test_history_db import T0, record, snap
 

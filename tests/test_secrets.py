@@ -27,8 +27,8 @@ from llmtop.commands import dashboard
 from llmtop.control.systemd_unit import KEY_FILE_NAME, UnitController, drop_in_text
 from llmtop.session import Session, UnitAccess
 from llmtop.ui.app import create_app
-from llmtop.ui.screen_text import screen_text
 from tests.realserver import free_port, server_argv, wait_healthy
+from tests.screen_text import screen_text
 from tests.systemd_box.box import SystemdBox, wait_until
 from tests.systemd_box.fixtures import BoxUnit
 

@@ -25,9 +25,9 @@ from llmtop.diagnosis.alerts import AlertEngine
 from llmtop.snapshot import GpuSample, ServerStatus, Snapshot, to_json_dict
 from llmtop.sources.llama_http import LlamaClient
 from llmtop.ui.panels.gpu import gpu_card
-from llmtop.ui.screen_text import screen_text
 from llmtop.ui.screens.confirm import ConfirmScreen
 from tests.realserver import RunningServer
+from tests.screen_text import screen_text
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTERED = "entering sleeping state"

@@ -19,11 +19,11 @@ from llmtop.sources.logs import LogStore
 from llmtop.ui.app import LlmtopApp, SnapshotReady, create_app
 from llmtop.ui.panels.logs import LogsPanel
 from llmtop.ui.panels.prompt import PromptPanel
-from llmtop.ui.sample import T0, load_sample, sample_app, sample_snapshot
-from llmtop.ui.screen_text import screen_text
 from llmtop.ui.screens.confirm import ConfirmScreen
 from llmtop.ui.screens.help import HelpScreen
 from tests.realserver import RunningServer
+from tests.sample import T0, load_sample, sample_app, sample_snapshot
+from tests.screen_text import screen_text
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,9 @@ from llmtop.ui.app import LlmtopApp, create_app
 from llmtop.ui.panels.latency import LatencyPanel
 from llmtop.ui.panels.logs import LogsPanel
 from llmtop.ui.panels.prompt import PromptPanel
-from llmtop.ui.screen_text import screen_text
 from llmtop.ui.screens.confirm import ConfirmScreen
 from tests.realserver import RunningServer, free_port, server_argv
+from tests.screen_text import screen_text
 
 pytestmark = pytest.mark.real_server
 

@@ -11,7 +11,7 @@ import time
 import pytest
 from textual.pilot import Pilot
 
-from llmtop.ui.sample import load_sample, sample_app
+from tests.sample import load_sample, sample_app
 
 
 @pytest.fixture(autouse=True)

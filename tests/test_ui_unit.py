@@ -14,9 +14,9 @@ import pytest
 from llmtop.commands import dashboard
 from llmtop.session import Session, UnitAccess
 from llmtop.ui.app import LlmtopApp, create_app
-from llmtop.ui.screen_text import screen_text
 from llmtop.ui.screens.confirm import ConfirmScreen
 from tests.realserver import wait_healthy
+from tests.screen_text import screen_text
 from tests.systemd_box.box import SystemdBox
 from tests.systemd_box.fixtures import TEST_API_KEY, BoxUnit
 
