@@ -1,11 +1,13 @@
-"""The visible screen as plain text (tests, the screenshot script, and debugging over SSH)."""
+"""The visible screen as plain text, for tests."""
 
 from __future__ import annotations
 
 from textual.app import App
 
+from llmtop.ui.textual_private import screen_strips
+
 
 def screen_text(app: App[object]) -> str:
     """Every row of the current screen, as the terminal would show it (no styles)."""
-    strips = app.screen._compositor.render_strips()
+    strips = screen_strips(app.screen)
     return "\n".join("".join(seg.text for seg in strip).rstrip() for strip in strips)

@@ -473,7 +473,7 @@ def _stock_full_render(app: LlmtopApp) -> str:
     """The whole screen rendered by Textual's own compositor code (without partial_render)."""
     from textual._compositor import Compositor
 
-    from llmtop.ui import partial_render
+    from llmtop.ui import textual_private as partial_render
 
     patched = Compositor._get_renders
     Compositor._get_renders = partial_render._original  # type: ignore[method-assign]
@@ -489,7 +489,7 @@ async def test_what_the_terminal_shows_matches_the_screen_after_every_tick(
     """Ticks repaint only changed rows of changed lines (panels' line cache, and the partial
     render fix in llmtop.ui.partial_render). Replaying every update the app writes into a
     terminal must give, after each tick, exactly the screen a full render shows."""
-    from llmtop.ui import partial_render
+    from llmtop.ui import textual_private as partial_render
 
     terminal = _Terminal(160, 48)
     updates: list[str] = []

@@ -24,7 +24,7 @@ from textual.widgets import Input, Static, Tab, Tabs, TextArea
 from llmtop.operations.probe import PeriodicProbe
 from llmtop.session import Session
 from llmtop.snapshot import Snapshot
-from llmtop.ui import partial_render
+from llmtop.ui import textual_private
 from llmtop.ui.messages import SnapshotReady
 from llmtop.ui.panels.alerts import AlertsStrip
 from llmtop.ui.panels.gpu import GpuPanel
@@ -93,8 +93,8 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
         auto_collect: bool = True,
     ) -> None:
         super().__init__()
-        # Partial repaints render only the changed rows (see partial_render: idle CPU budget).
-        partial_render.install()
+        # Partial repaints render only the changed rows (see textual_private: idle CPU budget).
+        textual_private.install_partial_render()
         # No animations (tab underline slides, smooth scrolling): over SSH every animation frame
         # is a repaint, and a key press must repaint at once.
         self.animation_level = "none"

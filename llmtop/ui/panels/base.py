@@ -9,6 +9,7 @@ from textual.visual import Visual
 from textual.widgets import Static
 
 from llmtop.snapshot import Snapshot
+from llmtop.ui import textual_private
 from llmtop.ui.format import keep_gaps
 
 
@@ -25,7 +26,10 @@ class SnapshotPanel(Static):
     An idle server changes a few numbers a second. Static renders the whole panel again for any
     change (Visual.to_strips of every line); here each line's strip is cached and only the lines
     whose markup changed are rendered and repainted, with no relayout unless the line count
-    changed. That was most of the idle dashboard's CPU budget."""
+    changed. That was most of the idle dashboard's CPU budget.
+
+    The line cache needs two Textual privates (see ui/textual_private.py); on another Textual
+    than the pinned one every panel renders as a plain Static (correct, slower)."""
 
     LINE_CACHE = True
     """False for a panel that wraps its text (it renders as a plain Static)."""
@@ -39,13 +43,13 @@ class SnapshotPanel(Static):
         self._strips_width = -1
         self._own_dirty: set[Region] = set()
         self._content_stale = False
+        self._line_cache = self.LINE_CACHE and textual_private.pinned()
 
     @property
     def visual(self) -> Visual:
         if self._content_stale:
             self._content_stale = False
-            self._Static__content = line_text(self._last or "")  # type: ignore[attr-defined]
-            self._Static__visual = None  # type: ignore[attr-defined]
+            textual_private.set_static_content(self, line_text(self._last or ""))
         return super().visual
 
     def set_text(self, markup: str) -> None:
@@ -56,7 +60,7 @@ class SnapshotPanel(Static):
         self._lines = markup.split("\n")
         width = self.content_size.width
         if (
-            not self.LINE_CACHE
+            not self._line_cache
             or len(old_lines) != len(self._lines)
             or not width
             or not self.is_mounted
@@ -77,15 +81,15 @@ class SnapshotPanel(Static):
         self.refresh(*changed)
 
     def render_line(self, y: int) -> Strip:
-        if not self.LINE_CACHE:
+        if not self._line_cache:
             return super().render_line(y)
         width = self.size.width
-        if self._dirty_regions:
+        dirty = textual_private.take_dirty_regions(self)
+        if dirty:
             # Our own partial refreshes mark single lines; anything else (a style, theme or
             # size change, an update) marks the whole widget: render every line again then.
-            if not self._dirty_regions <= self._own_dirty:
+            if not dirty <= self._own_dirty:
                 self._strips.clear()
-            self._dirty_regions.clear()
             self._own_dirty.clear()
         if width != self._strips_width:
             self._strips.clear()

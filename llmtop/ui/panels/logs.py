@@ -7,22 +7,19 @@ panel is hidden nothing is written; on return it catches up from the store (whic
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Hashable
 
 from rich.highlighter import Highlighter
 from rich.markup import escape
-from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.cache import LRUCache
 from textual.containers import Vertical
-from textual.geometry import Region
-from textual.strip import Strip
 from textual.widgets import Input, Log, Static
 
 from llmtop.model.units import fmt_clock
 from llmtop.sources.logs import LogLine, LogStore, classify_level
 from llmtop.ui.format import keep_gaps
+from llmtop.ui.textual_private import StripCachedLog, pinned
 
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "debug": "dim"}
 _EVENT_STYLE = {"critical": "bold red", "warning": "yellow", "info": "green"}
@@ -49,44 +46,18 @@ def format_line(line: LogLine) -> str:
     return line.text
 
 
-class LogView(Log):
-    """A `Log` that keeps its rendered lines.
+# The strip cache reaches into Log's internals: only on the Textual it was written for.
+_LogBase: type[Log] = StripCachedLog if pinned() else Log
 
-    Textual's Log renders every visible line again on each repaint (its line cache is only
-    filled while text is selected), so showing the Logs tab again cost ~7 ms for 40 lines.
-    Strips are cached by line text, base style and search needle (a y index would shift when
-    old lines are dropped); the highlighter depends on nothing else."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._frame_style: Style | None = None
-        self._strips: LRUCache[tuple[str, Style, str | None], Strip] = LRUCache(1024)
+class LogView(_LogBase):  # type: ignore[valid-type,misc]
+    """A `Log` that keeps its rendered lines (see textual_private.StripCachedLog): cached by line
+    text, base style and search needle; the level highlighter depends on nothing else."""
 
-    def render_lines(self, crop: Region) -> list[Strip]:
-        # `rich_style` walks every ancestor's styles; Log asks for it once per line.
-        self._frame_style = self.rich_style
-        try:
-            return super().render_lines(crop)
-        finally:
-            self._frame_style = None
-
-    def _render_line(self, y: int, scroll_x: int, width: int) -> Strip:
-        rich_style = self._frame_style or self.rich_style
-        if y >= len(self._lines):
-            return Strip.blank(width, rich_style)
-        line = self._render_line_strip(y, rich_style)
-        line = line.crop_extend(scroll_x, scroll_x + width, rich_style)
-        return line.apply_offsets(scroll_x, y)
-
-    def _render_line_strip(self, y: int, rich_style: Style) -> Strip:
-        if self.text_selection is not None or not isinstance(self.highlighter, LevelHighlighter):
-            return super()._render_line_strip(y, rich_style)
-        key = (self._lines[y], rich_style, self.highlighter.needle)
-        strip = self._strips.get(key)
-        if strip is None:
-            strip = super()._render_line_strip(y, rich_style)
-            self._strips[key] = strip
-        return strip
+    def strip_key(self) -> tuple[Hashable, ...] | None:
+        if not isinstance(self.highlighter, LevelHighlighter):
+            return None
+        return (self.highlighter.needle,)
 
 
 class EventsStrip(Static):
