@@ -1,6 +1,6 @@
 """An API key given on a unit's command line never leaves a trace llmtop made.
 
-A real llama-server unit in the confined systemd box runs with `--api-key K`; its ExecStartPre
+A real llama-server unit in the confined systemd box runs with `--api-key K`; its ExecStartPost
 echoes the key into the journal (the way a wrapper script or a verbose server would), and an
 older llmtop left a drop-in backup with the key inside. After llmtop applies a change:
 - no file under the unit's directories that other users can read contains K (the drop-in passes
@@ -58,7 +58,7 @@ async def test_api_key_from_the_command_line_never_leaks(
 ) -> None:
     port = free_port()
     argv = server_argv(llama_server_bin, tiny_model, port, "-ngl", "0", "--api-key", KEY)
-    echo = f"ExecStartPre=/bin/echo pre-start --api-key {KEY} LLAMA_API_KEY={KEY}\n"
+    echo = f"ExecStartPost=/bin/echo pre-start --api-key {KEY} LLAMA_API_KEY={KEY}\n"
     unit = unit_factory(argv, prefix="llmtop-secret", start=False, extra=echo)
     unit.port = port
     # The operator's own unit file holds the key; they keep it private. Everything else is ours.
