@@ -1,13 +1,17 @@
 """Assembles one `Snapshot` per tick, for the dashboard and the headless commands alike.
 
 One `collect()` asks the server (async HTTP, concurrent endpoints) while host and process stats
-(psutil, blocking) are read in a thread. Optional parts are duck-typed and may be None:
+(psutil, blocking) are read in a thread. Optional parts may be None; each is typed by the
+protocol below that says what the collector asks of it (the real classes and the tests' stand-ins
+alike):
 
-- supervisor: `.pid`, `.status() -> SupervisorStatus`
-- gpu_monitor: `.latest() -> GpuReading(samples, note)` (non-blocking)
-- unit_monitor: `.read() -> UnitStatus` (blocking: run in a thread)
-- alert_engine: `.evaluate(snapshot) -> tuple[Alert, ...]`; optional `.thermal(snapshot)`
-  `-> ThermalReport | None`
+- supervisor (`ServerProcess`): `.pid`, `.spec`, `.status() -> SupervisorStatus`
+- gpu_monitor (`GpuReadings`): `.latest() -> GpuReading(samples, note)` (non-blocking),
+  `.set_server(pid, spec)`
+- unit_monitor (`UnitReader`): `.read() -> UnitStatus` (blocking: run in a thread), `.spec`
+  (the ExecStart's LaunchSpec, never blocks; in unit mode it is the spec the collector uses)
+- alert_engine (`AlertRules`): `.evaluate(snapshot) -> tuple[Alert, ...]`,
+  `.thermal(snapshot) -> ThermalReport | None`, `.set_spec(spec)`
 
 Every tick the collector tells the GPU monitor (`set_server(pid, spec)`) and the alert engine
 (`set_spec(spec)`) which process and launch spec the server is — the supervised child's, the
@@ -16,7 +20,9 @@ CUDA_VISIBLE_DEVICES and the CPU-fallback check follow restarts in every mode. A
 (`UnitStatus.warnings`) become alerts (`unit_alerts`), each with the time it was first seen.
 
 Rates come from the /metrics counters differenced between ticks (`CounterRates`). A failing
-optional part is logged and left out of that tick; `collect()` never raises for server faults.
+optional part is logged and left out of that tick, and says so where the operator looks: a GPU
+reading that failed becomes `gpu_note`, a thermal verdict that failed becomes the verdict's text;
+`collect()` never raises for server faults.
 """
 
 from __future__ import annotations
@@ -26,16 +32,71 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
-from llmtop.snapshot import Alert, HostStats, ServerStatus, Snapshot, SupervisorStatus, UnitStatus
+from llmtop.model.launch_spec import LaunchSpec
+from llmtop.snapshot import (
+    Alert,
+    GpuSample,
+    HostStats,
+    ServerStatus,
+    Snapshot,
+    SupervisorStatus,
+    ThermalReport,
+    UnitStatus,
+)
 from llmtop.sources.llama_http import LlamaClient
 from llmtop.sources.process import ProcessSampler, pid_listening_on
 from llmtop.sources.prometheus import CounterRates, Rates
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    from llmtop.sources.gpu import GpuReading
+
 PID_LOOKUP_RETRY_S = 5.0
+
+
+class ServerProcess(Protocol):
+    """The supervised server as the collector reads it (ChildSupervisor, UnitController)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def spec(self) -> LaunchSpec: ...
+
+    def status(self) -> SupervisorStatus: ...
+
+
+class UnitReader(Protocol):
+    """A systemd unit's state (sources.unit_status.UnitMonitor)."""
+
+    @property
+    def spec(self) -> LaunchSpec | None:  # from ExecStart, as last read: never blocks
+        ...
+
+    def read(self) -> UnitStatus:  # blocking: the collector runs it in a thread
+        ...
+
+
+class GpuReadings(Protocol):
+    """The GPU sampler (sources.gpu.GpuMonitor)."""
+
+    def latest(self) -> GpuReading:  # non-blocking
+        ...
+
+    def set_server(self, pids: int | None, spec: LaunchSpec | None = None) -> None: ...
+
+
+class AlertRules(Protocol):
+    """The alert rules and thermal verdict (diagnosis.alerts.AlertEngine): pure and fast."""
+
+    def evaluate(self, snapshot: Snapshot) -> tuple[Alert, ...]: ...
+
+    def thermal(self, snapshot: Snapshot) -> ThermalReport | None: ...
+
+    def set_spec(self, spec: LaunchSpec | None) -> None: ...
 
 
 class Collector:
@@ -43,10 +104,10 @@ class Collector:
         self,
         client: LlamaClient,
         *,
-        supervisor: Any | None = None,
-        gpu_monitor: Any | None = None,
-        unit_monitor: Any | None = None,
-        alert_engine: Any | None = None,
+        supervisor: ServerProcess | None = None,
+        gpu_monitor: GpuReadings | None = None,
+        unit_monitor: UnitReader | None = None,
+        alert_engine: AlertRules | None = None,
         pid_hint: int | None = None,
     ) -> None:
         self.client = client
@@ -84,11 +145,8 @@ class Collector:
 
     # -- pid ------------------------------------------------------------------------------
     def _known_pid(self) -> int | None:
-        sup_pid = getattr(self.supervisor, "pid", None) if self.supervisor is not None else None
-        if isinstance(sup_pid, int):
-            return sup_pid
         if self.supervisor is not None:
-            return None  # supervised but not running: no process to show
+            return self.supervisor.pid  # None: supervised but not running, no process to show
         if self._unit is not None and self._unit.main_pid:
             return self._unit.main_pid
         if self.pid_hint is not None:
@@ -179,14 +237,13 @@ class Collector:
             except Exception:  # noqa: BLE001 - a broken part must not stop the tick
                 log.exception("supervisor.status() failed")
 
-        gpus: tuple[Any, ...] = ()
+        gpus: tuple[GpuSample, ...] = ()
         gpu_note: str | None = None
         if self.gpu_monitor is not None:
             try:
                 reading = self.gpu_monitor.latest()
-                if reading is not None:
-                    gpus = tuple(getattr(reading, "samples", ()) or ())
-                    gpu_note = getattr(reading, "note", None)
+                gpus = reading.samples
+                gpu_note = reading.note
             except Exception as exc:  # noqa: BLE001
                 log.exception("gpu_monitor.latest() failed")
                 gpu_note = f"GPU reading failed: {exc}"
@@ -207,10 +264,7 @@ class Collector:
                 )
             except Exception:  # noqa: BLE001
                 log.exception("alert_engine.evaluate() failed")
-            thermal = getattr(self.alert_engine, "thermal", None)
-            if callable(thermal):
-                with contextlib.suppress(Exception):
-                    snap = dataclasses.replace(snap, thermal=thermal(snap))
+            snap = dataclasses.replace(snap, thermal=self._thermal(snap))
         unit_alerts = self._unit_alerts(unit, now)
         if unit_alerts:
             snap = dataclasses.replace(snap, alerts=(*snap.alerts, *unit_alerts))
@@ -245,7 +299,8 @@ class Collector:
             if stopped is not None:
                 if poll_f is not None:
                     poll_f.cancel()
-                    with contextlib.suppress(BaseException):
+                    # cancelled on purpose: its end (cancelled, or a late error) is moot
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
                         await poll_f
                 server_r = ServerStatus(
                     url=self.client.url,
@@ -274,15 +329,23 @@ class Collector:
                     f.cancel()
 
     # -- the server, as the GPU sampler and the alert rules need it ---------------------------
-    def server_spec(self) -> Any | None:
-        """The server's LaunchSpec: the child's, or the unit's ExecStart (never blocks)."""
-        monitor = self.unit_monitor
-        if monitor is None and getattr(self.supervisor, "mode", None) == "unit":
-            monitor = getattr(self.supervisor, "monitor", None)
-        if monitor is not None:
-            return getattr(monitor, "spec", None)
+    def _thermal(self, snap: Snapshot) -> ThermalReport | None:
+        """The alert engine's thermal verdict; one that failed says so in the verdict (the
+        thermal panel's line), and is logged, instead of vanishing."""
+        assert self.alert_engine is not None
+        try:
+            return self.alert_engine.thermal(snap)
+        except Exception as exc:  # noqa: BLE001 - a broken verdict must not stop the tick
+            log.exception("alert_engine.thermal() failed")
+            return ThermalReport(window_s=0.0, verdict=f"thermal verdict failed: {exc}")
+
+    def server_spec(self) -> LaunchSpec | None:
+        """The server's LaunchSpec: the unit's ExecStart (the unit monitor's, never blocks),
+        else the supervised child's; None when attached."""
+        if self.unit_monitor is not None:
+            return self.unit_monitor.spec
         if self.supervisor is not None:
-            return getattr(self.supervisor, "spec", None)
+            return self.supervisor.spec
         return None
 
     def _tell_server(self, pid: int | None) -> None:
@@ -292,16 +355,14 @@ class Collector:
         new MainPID or a server is found by port, and the GPU monitor may have been replaced.
         """
         spec = self.server_spec()
-        set_spec = getattr(self.alert_engine, "set_spec", None)
-        if spec is not None and callable(set_spec):  # attach mode: keep what the engine has
+        if spec is not None and self.alert_engine is not None:  # attach: keep the engine's
             try:
-                set_spec(spec)
+                self.alert_engine.set_spec(spec)
             except Exception:  # noqa: BLE001
                 log.exception("alert_engine.set_spec() failed")
-        set_server = getattr(self.gpu_monitor, "set_server", None)
-        if callable(set_server):
+        if self.gpu_monitor is not None:
             try:
-                set_server(pid, spec)
+                self.gpu_monitor.set_server(pid, spec)
             except Exception:  # noqa: BLE001
                 log.exception("gpu_monitor.set_server() failed")
 
@@ -310,7 +371,7 @@ class Collector:
         argv of the process found for it (attach; read once per pid). The client then spaces
         its activity-counting requests so that watching an idle server lets it fall asleep."""
         spec = self.server_spec()
-        argv = list(getattr(spec, "argv", ()) or ()) if spec is not None else None
+        argv = list(spec.argv) if spec is not None else None
         if argv is None and pid is not None and pid == self._argv_pid:
             argv = self._argv
         return sleep_idle_seconds(argv or ())

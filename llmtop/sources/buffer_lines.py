@@ -21,7 +21,12 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from llmtop.sources.logs import LogLine
+
+if TYPE_CHECKING:
+    from llmtop.model.vram_plan import VramPlan
 
 MiB = 1024 * 1024
 
@@ -101,13 +106,13 @@ class BufferSizes:
         }
 
 
-def parse_buffer_lines(lines: Iterable[str] | str) -> BufferSizes:
+def parse_buffer_lines(lines: Iterable[str | LogLine] | str) -> BufferSizes:
     """Parse -lv 4 buffer lines. A log holding several loads (restarts) gives the last load."""
     if isinstance(lines, str):
         lines = lines.splitlines()
     cur = BufferSizes()
     for raw in lines:
-        text = getattr(raw, "text", raw)  # LogLine or str
+        text = raw.text if isinstance(raw, LogLine) else raw
         if "buffer size" not in text and "offloaded" not in text and "llama_" not in text:
             continue
         if m := _OFFLOAD_RE.search(text):
@@ -166,7 +171,7 @@ def _row(name: str, predicted: int | None, actual_mib: float | None) -> Comparis
     return ComparisonRow(name, predicted, actual, err)
 
 
-def predicted_vs_actual(plan: Any, parsed: BufferSizes) -> list[ComparisonRow]:
+def predicted_vs_actual(plan: VramPlan, parsed: BufferSizes) -> list[ComparisonRow]:
     """Rows of plan (llmtop.model.vram_plan.VramPlan) vs what llama-server reported.
 
     'all' rows compare every device (exact on a CPU-only server); 'GPU' rows only the device
@@ -198,7 +203,7 @@ def predicted_vs_actual(plan: Any, parsed: BufferSizes) -> list[ComparisonRow]:
     return rows
 
 
-def offload_agrees(plan: Any, parsed: BufferSizes) -> bool | None:
+def offload_agrees(plan: VramPlan, parsed: BufferSizes) -> bool | None:
     """Does the 'offloaded N/M layers' line match the plan? None when the line is absent
     (no GPU backend in the build)."""
     if parsed.offloaded is None:

@@ -94,7 +94,7 @@ def discover_servers() -> list[DiscoveredServer]:
     """Every local llama-server process we can read, oldest first. Blocking."""
     found: list[DiscoveredServer] = []
     for proc in psutil.process_iter(["name", "cmdline"]):
-        info = getattr(proc, "info", {}) or {}
+        info = proc.info  # set by process_iter (the attributes asked for above)
         if not is_llama_server(info.get("name"), info.get("cmdline")):
             continue
         srv = server_from_process(proc)
