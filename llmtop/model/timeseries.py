@@ -183,8 +183,10 @@ class TimeSeries(Generic[V]):
                 continue
             count += 1
             total += v
-            lo = min(lo, v)
-            hi = max(hi, v)
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
         if not count:
             return None
         return Summary(count, lo, hi, total / count)
