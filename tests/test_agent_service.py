@@ -54,6 +54,8 @@ def test_agent_unit_ready_after_first_sample_restarts_after_kill_9(
     text = printed.split("[Install]")[0]
     text = text.replace("StateDirectory=llmtop\n", f"StateDirectory={state_name}\n")
     text = text.replace(f"EnvironmentFile=-{ENV_FILE}", f"EnvironmentFile={env_file}")
+    # PrivateTmp=yes hides /tmp: a checkout (and its venv) under /tmp must stay visible to it.
+    text = text.replace("PrivateTmp=yes\n", f"PrivateTmp=yes\nBindReadOnlyPaths={ROOT}\n")
     name = f"{state_name}.service"
     systemd_box.write_unit(name, text)
     state_dir: Path | None = None

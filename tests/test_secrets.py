@@ -125,8 +125,14 @@ async def test_api_key_from_the_command_line_never_leaks(
                     raise AssertionError(f"{needles} not on screen:\n{text}")
                 await pilot.pause(0.05)
 
-        await shows("pid ")
-        assert app.latest is not None and app.latest.server.health == "ok"  # authorized
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while (
+            app.latest is None or app.latest.server.health != "ok"
+        ):  # authorized: it read the file
+            assert loop.time() < deadline, screen_text(app)
+            await pilot.pause(0.05)
+        await shows("active (running)")
         texts = [screen_text(app)]
         await pilot.press("2")
         texts.append(await shows("pre-start --api-key ***", "LLAMA_API_KEY=***"))
