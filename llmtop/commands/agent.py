@@ -20,6 +20,12 @@ import contextlib
 import signal
 import sys
 
+from llmtop.agent.exporter_http import (
+    ExporterConfigError,
+    add_exporter_arguments,
+    exporter_options,
+    open_exporter,
+)
 from llmtop.agent.runner import AgentRunner
 from llmtop.agent.sinks import SnapshotSink
 from llmtop.config import add_threshold_arguments
@@ -52,6 +58,7 @@ def _interval(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
     add_recording_arguments(parser)
+    add_exporter_arguments(parser)
     parser.add_argument(
         "--print-unit",
         action="store_true",
@@ -124,9 +131,21 @@ def build_sinks(args: argparse.Namespace, session: Session) -> list[SnapshotSink
     from llmtop.sources.history_db import default_db_path
 
     sinks: list[SnapshotSink] = []
+    secrets = (session.api_key,) if session.api_key else ()
+    # The exporter first: its flags fail fast, before a database is opened. `--listen` without
+    # `--db` only exports (Prometheus keeps the history); `--db` records as well.
+    options = exporter_options(args)
+    if options is not None:
+        sinks.append(
+            open_exporter(
+                options, mode=session.mode, secrets=secrets, probes=args.probe_every is not None
+            )
+        )
+    if options is not None and not args.db:
+        return sinks
     path = args.db or str(default_db_path())
-    sinks.append(
-        HistoryRecorder.open(
+    try:
+        recorder = HistoryRecorder.open(
             path,
             RecorderOptions(
                 interval_s=args.interval,
@@ -135,10 +154,14 @@ def build_sinks(args: argparse.Namespace, session: Session) -> list[SnapshotSink
                 max_size_bytes=args.max_size,
             ),
             log_store=session.log_store,
-            secrets=(session.api_key,) if session.api_key else (),
+            secrets=secrets,
             url=session.url,
         )
-    )
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    sinks.append(recorder)
     return sinks
 
 
@@ -199,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         sinks = build_sinks(args, session)
-    except SinkError as exc:
+    except (SinkError, ExporterConfigError) as exc:
         print(f"llmtop agent: {exc}", file=sys.stderr)
         return 2
     runner = AgentRunner(session, sinks, interval_s=args.interval, probe_every_s=args.probe_every)
