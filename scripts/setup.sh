@@ -22,10 +22,25 @@ python3 -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(s
   || need_pkgs+=(python3-dev)
 [ -x /lib/systemd/systemd ] && [ -x /lib/systemd/systemd-journald ] || need_pkgs+=(systemd)
 command -v journalctl >/dev/null 2>&1 || need_pkgs+=(systemd)
+# Debian's prometheus (with promtool) for the exporter tests: they start their own Prometheus on
+# loopback. openssl makes the exporter TLS tests' self-signed certificates.
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_pkgs[*]}" >&2
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >&2
+  # No package's service may start from this install (the prometheus package would start a
+  # system Prometheus on :9090): a policy-rc.d that refuses, unless the machine has one already.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >&2 || rc=$?
+  [ -z "$own_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+  [ "$rc" -eq 0 ] || exit "$rc"
 fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
