@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, dict, dict]] = {
     "probe": ("benchmarks.probe_accuracy", {}, {"n": 5}),
     "nvml": ("benchmarks.nvml_bench", {}, {}),
     "journal": ("benchmarks.journal_bench", {}, {}),
+    "exporter": ("benchmarks.exporter_bench", {}, {"scrapes": 100, "baseline_s": 3.0}),
     "agent": (
         "benchmarks.agent_bench",
         {},

@@ -12,7 +12,13 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmtop.agent.exporter import REASONS, SERVER_STATES, MetricsExporter, reason_mask
+from llmtop.agent.exporter import (
+    REASONS,
+    SERVER_STATES,
+    MetricsExporter,
+    TextRenderer,
+    reason_mask,
+)
 from llmtop.agent.sinks import ProbeSink, SnapshotSink
 from llmtop.snapshot import (
     Alert,
@@ -73,8 +79,8 @@ def snapshot(t: float = 1000.0, **over: object) -> Snapshot:
 
 
 def scrape(exp: MetricsExporter) -> tuple[str, Samples, dict[str, str]]:
-    """(text, samples by (name, labels), family name → type)."""
-    text = generate_latest(exp.registry()).decode()
+    """(text, samples by (name, labels), family name → type) as the HTTP server serves it."""
+    text = TextRenderer(exp.registry()).render().decode()
     samples: Samples = {}
     types: dict[str, str] = {}
     for fam in text_string_to_metric_families(text):
@@ -336,3 +342,29 @@ def test_no_api_key_in_any_label_or_value() -> None:
     assert KEY not in text
     assert KEY[:12] not in text
     assert value(s, "llmtop_info", model="***.gguf") == 1.0
+
+
+def parsed(text: str) -> tuple[Samples, dict[str, tuple[str, str]]]:
+    samples: Samples = {}
+    fams: dict[str, tuple[str, str]] = {}
+    for fam in text_string_to_metric_families(text):
+        fams[fam.name] = (fam.type, fam.documentation)
+        for s in fam.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples, fams
+
+
+def test_the_fast_renderer_says_what_prometheus_client_says() -> None:
+    """TextRenderer (served) and prometheus_client's generate_latest parse to the same samples,
+    types and help — with awkward label values (quotes, backslashes, newlines) too."""
+    exp = MetricsExporter(mode="attach", probes=True, dcgm_names=True, hostname="h")
+    odd = 'card "x"\\y\nz'
+    exp.on_snapshot(snapshot(1000.0))
+    exp.on_snapshot(snapshot(1001.0, gpus=(gpu(0, name=odd), gpu(1, uuid=None))))
+    exp.on_probe(probe(80.0, 4.0))
+    renderer = TextRenderer(exp.registry())
+    ours = renderer.render().decode()
+    theirs = generate_latest(exp.registry()).decode()
+    assert parsed(ours) == parsed(theirs)
+    assert renderer.render().decode() == ours  # the label cache changes nothing
+    assert value(parsed(ours)[0], "llmtop_gpu_temperature_celsius", name=odd) == 86.0

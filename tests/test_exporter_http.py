@@ -170,9 +170,10 @@ def test_plain_http_serves_metrics_only_at_metrics(
     assert r.headers["content-type"].startswith("text/plain")
     assert httpx.get(base + "/").status_code == 200
     assert httpx.get(base + "/debug").status_code == 404
-    # OpenMetrics when Prometheus asks for it
+    # text format 0.0.4 whatever Prometheus prefers (as Go exporters by default), gzipped
     om = httpx.get(base + "/metrics", headers={"Accept": "application/openmetrics-text"})
-    assert om.text.rstrip().endswith("# EOF")
+    assert om.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert om.headers["content-encoding"] == "gzip" and "llmtop_info" in om.text
 
 
 def test_tls_and_basic_auth_for_real(

@@ -503,3 +503,56 @@ def _server_state(snap: Snapshot) -> str:
             return health_state
         return sup.state
     return health_state
+
+
+# ---------------------------------------------------------------------------- text exposition
+class TextRenderer:
+    """Prometheus text format 0.0.4 for a registry's families, quickly.
+
+    prometheus_client's `generate_latest` validates and escapes every label name of every
+    sample (its UTF-8 name support): ~6 µs a sample, 1.8 ms for an 8-GPU agent, which with the
+    HTTP layer put a scrape's p95 over the 5 ms budget. The label sets here are few and stable
+    (the GPUs, the reasons), so each rendered `{...}` is cached; names are llmtop's own, valid
+    by construction. The output parses to the same samples as `generate_latest` (tested).
+    Text 0.0.4 is what Go exporters serve by default too, whatever Prometheus' Accept says.
+    """
+
+    MAX_CACHED = 4096
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._labels: dict[tuple[tuple[str, str], ...], str] = {}
+
+    def render(self) -> bytes:
+        out: list[str] = []
+        cache = self._labels
+        if len(cache) > self.MAX_CACHED:  # label values churned (GPU names, alert kinds)
+            cache.clear()
+        for fam in self.registry.collect():
+            name = fam.name + "_total" if fam.type == "counter" else fam.name
+            kind = fam.type if fam.type in ("counter", "gauge", "histogram") else "untyped"
+            doc = fam.documentation.replace("\\", r"\\").replace("\n", r"\n")
+            out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+            for s in fam.samples:
+                if s.labels:
+                    key = tuple(s.labels.items())
+                    text = cache.get(key)
+                    if text is None:
+                        text = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in key) + "}"
+                        cache[key] = text
+                    out.append(f"{s.name}{text} {_number(s.value)}\n")
+                else:
+                    out.append(f"{s.name} {_number(s.value)}\n")
+        return "".join(out).encode()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _number(v: float) -> str:
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v))
