@@ -335,3 +335,13 @@ def test_agent_without_db_writes_no_database(tmp_path: Path, agents: Callable[..
     assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
     # stop_pid is what the fixture uses; here once more to see the exit status
     assert stop_pid(agent.proc) == 0  # type: ignore[attr-defined]
+
+
+def test_print_unit_keeps_the_exporter_flags(tmp_path: Path) -> None:
+    web = write(tmp_path / "web.yml", f"basic_auth_users:\n  prom: '{bcrypt_hash('pw')}'\n")
+    r = run_agent("--print-unit", "--url", "http://127.0.0.1:8080", "--listen", "0.0.0.0:9464",
+                  "--web-config", str(web), "--dcgm-names")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    exec_start = r.stdout.split("ExecStart=", 1)[1].split("\n\n", 1)[0]
+    for word in ("--listen 0.0.0.0:9464", f"--web-config {web}", "--dcgm-names"):
+        assert word in exec_start, exec_start

@@ -50,6 +50,14 @@ def agent_argv(args: argparse.Namespace) -> list[str]:
     argv += ["--max-size", str(args.max_size)]
     if args.probe_every:
         argv += ["--probe-every", _secs(args.probe_every)]
+    if getattr(args, "listen", None):  # the Prometheus exporter (agent/exporter_http.py)
+        argv += ["--listen", args.listen]
+        if args.web_config:
+            argv += ["--web-config", os.path.abspath(args.web_config)]
+        if args.insecure_listen:
+            argv.append("--insecure-listen")
+        if args.dcgm_names:
+            argv.append("--dcgm-names")
     return argv
 
 
