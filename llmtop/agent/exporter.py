@@ -26,7 +26,7 @@ import socket
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -39,7 +39,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from llmtop import __version__
 from llmtop.snapshot import GpuSample, Snapshot
 from llmtop.sources.gpu import REASON_BITS
-from llmtop.sources.probe import ProbeResult
+
+if TYPE_CHECKING:  # pragma: no cover - typing only (the probe module pulls in httpx)
+    from llmtop.sources.probe import ProbeResult
 
 # Every NVML clock event reason gets a 1/0 series, so a reason that switches on is a change of
 # value (graphable, alertable with `for:`) rather than a series appearing from nothing.
