@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmtop.model.redaction import Redactor
-from llmtop.sources.history_schema import REASONS_SEPARATOR, SCHEMA_VERSION, SchemaError, migrate
+from llmtop.sources.history_schema import (
+    REASONS_SEPARATOR,
+    SCHEMA_VERSION,
+    SchemaError,
+    migrate,
+    sqlite_header_problem,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from llmtop.snapshot import Alert, GpuSample, Snapshot
@@ -190,13 +196,9 @@ class HistoryRecorder:
             create_db_file(p)
         except OSError as exc:
             raise SinkError(f"cannot create {p}: {exc.strerror or exc}") from None
-        try:
-            with p.open("rb") as f:
-                head = f.read(16)
-        except OSError as exc:
-            raise SinkError(f"cannot read {p}: {exc.strerror or exc}") from None
-        if head and head != b"SQLite format 3\x00":
-            raise SinkError(f"{p} is not an SQLite file, so not an llmtop history database")
+        problem = sqlite_header_problem(p)
+        if problem is not None:
+            raise SinkError(f"{p}: {problem}")
         try:
             conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 5000")

@@ -35,6 +35,7 @@ from llmtop.sources.history_schema import (
     SchemaError,
     migrate,
     read_version,
+    sqlite_header_problem,
 )
 
 DB_NAME = "history.sqlite"
@@ -240,13 +241,9 @@ class HistoryDB:
             raise HistoryError(f"{p}: no history database here (record one with `llmtop agent`)")
         if not p.is_file():
             raise HistoryError(f"{p}: not a file")
-        try:
-            with p.open("rb") as f:
-                head = f.read(16)
-        except OSError as exc:
-            raise HistoryError(f"{p}: cannot read it ({exc.strerror or exc})") from None
-        if head and head != b"SQLite format 3\x00":
-            raise HistoryError(f"{p}: not an SQLite file, so not an llmtop history database")
+        problem = sqlite_header_problem(p)
+        if problem is not None:
+            raise HistoryError(f"{p}: {problem}")
         try:
             version = cls._check_version(p, upgrade)
             conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, check_same_thread=False)

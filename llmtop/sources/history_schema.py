@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 SCHEMA_VERSION = 2
 
@@ -91,6 +92,23 @@ REASONS_SEPARATOR = ","
 
 class SchemaError(Exception):
     """The file's schema is not one this llmtop can use (newer, or not a history database)."""
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_header_problem(path: Path) -> str | None:
+    """Why `path` cannot be an llmtop history DB from its first bytes (None: it may be one; an
+    empty file is a DB SQLite has not written yet). Checked before sqlite3 opens it, so a stray
+    file gets words instead of SQLite's "file is not a database" later."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if head and head != SQLITE_MAGIC:
+        return "not an SQLite file, so not an llmtop history database"
+    return None
 
 
 def read_version(conn: sqlite3.Connection) -> int | None:
