@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover - typing only; importing events stays cheap (first frame)
     from llmtop.control.sweep import SweepPoint, SweepResult
     from llmtop.control.tuning import ApplyRecord
+    from llmtop.operations.load import LoadLevel, LoadResult
     from llmtop.sources.probe import ProbeResult
 
 
@@ -111,6 +112,22 @@ class ProbeDone:
 
 
 @dataclass(frozen=True)
+class LoadStep:
+    """One concurrency level of a load test was measured."""
+
+    level: LoadLevel
+    operation: str = "load"
+
+
+@dataclass(frozen=True)
+class LoadFinished:
+    """The load test is over: every level, the slot count and the recommendation."""
+
+    result: LoadResult
+    operation: str = "load"
+
+
+@dataclass(frozen=True)
 class Cancelled:
     """The operator cancelled the operation (Esc on a probe)."""
 
@@ -129,6 +146,8 @@ Event = (
     | SweepFinished
     | ProbeText
     | ProbeDone
+    | LoadStep
+    | LoadFinished
     | Cancelled
 )
 Listener = Callable[[Event], None]
