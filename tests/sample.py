@@ -22,6 +22,7 @@ from llmtop.snapshot import (
     ThermalReport,
 )
 from llmtop.sources.logs import LogStore
+from llmtop.sources.probe import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from textual.pilot import Pilot
@@ -199,30 +200,27 @@ def sample_history(count: int = 120) -> list[Snapshot]:
     return snaps
 
 
-class SampleProbe:
-    """Stands in for llmtop.sources.probe.ProbeResult in screenshots (same fields)."""
-
-    def __init__(self, i: int) -> None:
-        self.started_at = T0 - 300 + 30 * i
-        self.prompt = "Write one sentence about GPUs."
-        self.n_predict = 128
-        self.tokens = 128
-        self.ttft_ms = 21.0 + 2.5 * i
-        self.itl_ms_p50 = 18.6 + 0.9 * i
-        self.itl_ms_p95 = 21.2 + 1.1 * i
-        self.gen_tokens_per_s = 1000.0 / self.itl_ms_p50
-        self.prompt_tokens_per_s = 560.0 - 12 * i
-        self.server_timings = {
-            "prompt_ms": self.ttft_ms - 0.8,
-            "predicted_per_second": self.gen_tokens_per_s * 1.01,
-        }
-        self.text = ""
-        self.error: str | None = None
-        self.cancelled = False
+def sample_probe(i: int) -> ProbeResult:
+    """A real ProbeResult with plausible figures for screenshots (the i-th of a series)."""
+    ttft = 21.0 + 2.5 * i
+    itl = 18.6 + 0.9 * i
+    return ProbeResult(
+        started_at=T0 - 300 + 30 * i,
+        prompt="Write one sentence about GPUs.",
+        n_predict=128,
+        tokens=128,
+        ttft_ms=ttft,
+        itl_ms_p50=itl,
+        itl_ms_p95=21.2 + 1.1 * i,
+        gen_tokens_per_s=1000.0 / itl,
+        prompt_tokens_per_s=560.0 - 12 * i,
+        server_timings={"prompt_ms": ttft - 0.8, "predicted_per_second": 1000.0 / itl * 1.01},
+        text="",
+    )
 
 
-def sample_probes(n: int = 8) -> list[SampleProbe]:
-    return [SampleProbe(i) for i in range(n)]
+def sample_probes(n: int = 8) -> list[ProbeResult]:
+    return [sample_probe(i) for i in range(n)]
 
 
 SAMPLE_API_KEY = "sk-sample-SECRET-0123456789"

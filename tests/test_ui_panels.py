@@ -322,9 +322,9 @@ async def test_periodic_probe_fires_real_probes_until_toggled_off(
 ) -> None:
     """P starts real probes on a timer (1 s here instead of 30 s); P again stops them. Nothing
     else fires a probe: no key 'p', no collector."""
-    import llmtop.ui.app as app_module
+    import llmtop.ui.probe_keys as probe_keys
 
-    monkeypatch.setattr(app_module, "PERIODIC_PROBE_S", 1.0)
+    monkeypatch.setattr(probe_keys, "PERIODIC_PROBE_S", 1.0)
     session = Session(mode="attach", url=llama_server.url, log_store=LogStore())
     app = create_app(session, auto_collect=False)
     before = _tokens_predicted(llama_server)

@@ -79,7 +79,8 @@ async def _run(args: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001 - told to the operator in words
             print(f"llmtop tune: {describe_error(e)}", file=sys.stderr)
             return 2
-        await follower.start()
+        if follower is not None:
+            await follower.start()
     else:
         if not args.server_argv:
             print("llmtop tune: give --unit NAME or -- llama-server ARGS…", file=sys.stderr)

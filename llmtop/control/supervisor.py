@@ -344,7 +344,8 @@ class ChildSupervisor:
         self._milestone = False
         self._set_state("starting")
         if not argv:
-            return self._spawn_failed("no llama-server command given")
+            self._spawn_failed("no llama-server command given")
+            return None
         self.log_store.append(f"llmtop: starting {spec.command_line()}", "llmtop", level="info")
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -356,7 +357,8 @@ class ChildSupervisor:
                 env=spec.child_env(),
             )
         except OSError as e:
-            return self._spawn_failed(f"cannot run {argv[0]}: {e.strerror or e}")
+            self._spawn_failed(f"cannot run {argv[0]}: {e.strerror or e}")
+            return None
         self._proc = proc
         self.pid = proc.pid
         self.spawns += 1

@@ -15,7 +15,6 @@ every tick, then `thermal(snapshot)` for `snapshot.thermal`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from llmtop.diagnosis.thermal import (
     BRAKES,
@@ -26,6 +25,7 @@ from llmtop.diagnosis.thermal import (
     limiting_reasons,
 )
 from llmtop.diagnosis.thresholds import Thresholds
+from llmtop.model.launch_spec import LaunchSpec
 from llmtop.snapshot import Alert, GpuSample, Snapshot, ThermalReport
 
 GiB = float(1 << 30)
@@ -67,10 +67,8 @@ def server_gpu_memory(snapshot: Snapshot) -> dict[int, int | None]:
     return out
 
 
-def spec_from_snapshot(snapshot: Snapshot) -> Any | None:
+def spec_from_snapshot(snapshot: Snapshot) -> LaunchSpec | None:
     """A LaunchSpec from what the snapshot carries (supervisor argv, or the unit's ExecStart)."""
-    from llmtop.model.launch_spec import LaunchSpec
-
     if snapshot.supervisor is not None and snapshot.supervisor.argv:
         return LaunchSpec.from_argv(snapshot.supervisor.argv)
     if snapshot.unit is not None and snapshot.unit.exec_start:
@@ -115,7 +113,10 @@ class AlertEngine:
     """Keeps per-condition state between ticks so alerts rise and clear with hysteresis."""
 
     def __init__(
-        self, thresholds: Thresholds | None = None, spec: Any | None = None, history_len: int = 3600
+        self,
+        thresholds: Thresholds | None = None,
+        spec: LaunchSpec | None = None,
+        history_len: int = 3600,
     ) -> None:
         self.thresholds = thresholds or Thresholds()
         self.spec = spec
@@ -127,7 +128,7 @@ class AlertEngine:
         self._report_key: tuple[object, ...] | None = None
         self._report_at = float("-inf")
 
-    def set_spec(self, spec: Any | None) -> None:
+    def set_spec(self, spec: LaunchSpec | None) -> None:
         """The server's LaunchSpec (child or unit), for the CPU-fallback check."""
         self.spec = spec
 
@@ -408,7 +409,7 @@ class AlertEngine:
     def _cpu_fallback(self, seen: set[tuple[str, int]], snapshot: Snapshot, now: float) -> None:
         key = ("cpu_fallback", -1)
         spec = self.spec if self.spec is not None else spec_from_snapshot(snapshot)
-        layers = getattr(spec, "gpu_layers", None) if spec is not None else None
+        layers = spec.gpu_layers if spec is not None else None
         wants_gpu = layers is not None and (layers > 0 or layers == ALL_GPU_LAYERS)
         live = [g for g in snapshot.gpus if not g.lost]
         known = [v for v in server_gpu_memory(snapshot).values() if v is not None]

@@ -229,11 +229,11 @@ class SeriesGroup:
             if name not in given:
                 series.append(time, None)
         for name, value in given.items():
-            series = self._series.get(name)
-            if series is None:
-                series = self._series[name] = TimeSeries(self.maxlen)
-                series.fill(self._axis.times()[:-1], None)  # joined late: gaps before
-            series.append(time, value)
+            known = self._series.get(name)
+            if known is None:
+                known = self._series[name] = TimeSeries(self.maxlen)
+                known.fill(self._axis.times()[:-1], None)  # joined late: gaps before
+            known.append(time, value)
         return True
 
     def __getitem__(self, name: str) -> TimeSeries[float | None]:

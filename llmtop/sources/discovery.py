@@ -41,7 +41,7 @@ class DiscoveredServer:
 def is_llama_server(name: str | None, cmdline: list[str] | None) -> bool:
     if name and NAME in name:
         return True
-    return bool(cmdline) and NAME in os.path.basename(cmdline[0])
+    return bool(cmdline) and cmdline is not None and NAME in os.path.basename(cmdline[0])
 
 
 def _listen_ports(proc: psutil.Process) -> tuple[int, ...]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -251,6 +252,9 @@ class LlamaClient:
         # asleep while watched. None: asked every poll.
         self.sleep_idle_s: float | None = None
         self._activity_polled_at = float("-inf")  # monotonic: last /slots or /metrics asked
+        # False when the server is known to have no --sleep-idle-seconds (the collector sets it
+        # from the launch spec): /props is then asked every props_refresh_s, not every poll.
+        self.may_sleep = True
         self._in_flight: set[raw_http.Abort] = set()  # polls running in a thread now
 
     @property
@@ -366,8 +370,9 @@ class LlamaClient:
         finally:
             self._in_flight.discard(abort)
         out: list[Any] = []
-        answers = [*answers, *([None] * (len(paths) - len(answers)))]
-        for path, answer in zip(paths, answers, strict=True):
+        padded: list[raw_http.Answer | raw_http.RawHTTPError | None] = [*answers]
+        padded += [None] * (len(paths) - len(answers))  # not asked: the server is asleep
+        for path, answer in zip(paths, padded, strict=True):
             if answer is None:
                 out.append(None)  # not asked: the server is asleep
                 continue
@@ -393,8 +398,9 @@ class LlamaClient:
     async def poll(self) -> ServerStatus:
         """Ask the server everything once and say what state it is in.
 
-        /props is asked on every poll, right after /health: its `is_sleeping` says whether the
-        server unloaded its model (`--sleep-idle-seconds`). While it sleeps nothing else is
+        /props is asked on every poll of a server that may sleep (`may_sleep`: its argv is
+        unknown or has --sleep-idle-seconds), right after /health: its `is_sleeping` says
+        whether the server unloaded its model. While it sleeps nothing else is
         asked — /slots, /metrics and /v1/models count as activity and wake it (measured on the
         pinned build), and a monitor must not defeat the feature it shows."""
         self.polls += 1
@@ -408,7 +414,7 @@ class LlamaClient:
             self._activity_polled_at = now
 
         wanted = ["/health", "/props", "/v1/models", "/slots", "/metrics"]
-        asked = [True, True, want_props, want_slots, want_metrics]
+        asked = [True, want_props or self.may_sleep, want_props, want_slots, want_metrics]
         results: list[Any]
         if self._raw:
             paths = [p for p, want in zip(wanted, asked, strict=True) if want]
@@ -421,12 +427,12 @@ class LlamaClient:
 
             first = await asyncio.gather(
                 self._get_json("/health", auth=False),
-                self._get_json("/props"),
+                self._get_json("/props") if asked[1] else skip(),
                 return_exceptions=True,
             )
             rest: list[Any] = [None, None, None]
             if not props_say_sleeping(first[1]):
-                rest = await asyncio.gather(
+                rest[:] = await asyncio.gather(
                     self._get_json("/v1/models") if want_props else skip(),
                     self._get_json("/slots") if want_slots else skip(),
                     self._get("/metrics") if want_metrics else skip(),
@@ -643,16 +649,16 @@ class LlamaClient:
         )
 
 
+_ASLEEP = re.compile(rb'"is_sleeping"\s*:\s*true')
+
+
 def _awake_so_far(path: str, answer: raw_http.Answer) -> bool:
     """get_sequence's `proceed`: stop after a /props that says the server is asleep."""
     if path != "/props" or answer[0] != 200:
         return True
-    if b'"is_sleeping"' not in answer[2]:
-        return True  # a build without sleeping: skip the parse
-    try:
-        return not props_say_sleeping(json.loads(answer[2]))
-    except (ValueError, RecursionError):
-        return True
+    # A byte search, not a parse (the poll parses /props once, later): in JSON the token
+    # `"is_sleeping"` followed by `:` is only ever a key, since quotes inside strings are escaped.
+    return _ASLEEP.search(answer[2]) is None
 
 
 def _n_ctx_train(models: dict[str, Any]) -> int | None:

@@ -21,11 +21,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Static, Tab, Tabs, TextArea
 
-from llmtop.operations.probe import PeriodicProbe
 from llmtop.session import Session
 from llmtop.snapshot import Snapshot
 from llmtop.ui import textual_private
+from llmtop.ui.focus_keys import FOCUS_BINDINGS, FocusKeys
 from llmtop.ui.messages import SnapshotReady
+from llmtop.ui.model_keys import MODEL_BINDINGS, ModelKeys
 from llmtop.ui.panels.alerts import AlertsStrip
 from llmtop.ui.panels.gpu import GpuPanel
 from llmtop.ui.panels.gpu_summary import GpuSummary
@@ -36,29 +37,34 @@ from llmtop.ui.panels.prompt import PromptPanel
 from llmtop.ui.panels.server import FailureBox, ServerPanel
 from llmtop.ui.panels.thermal import ThermalPanel
 from llmtop.ui.probe_keys import ProbeKeys
+from llmtop.ui.roles import RecordsSnapshots
 from llmtop.ui.series import DashboardHistory
 from llmtop.ui.server_keys import ServerKeys
 from llmtop.ui.session_life import SessionLife
 from llmtop.ui.tab_router import TabRouter
+from llmtop.ui.widgets.gpu_servers import GpuServers
 from llmtop.ui.widgets.keys_footer import KeysFooter
 from llmtop.ui.widgets.log_tail import LogTail
 from llmtop.ui.widgets.panes import AfterFirstData, Pane
+from llmtop.ui.widgets.server_bar import ServerBar
 from llmtop.ui.widgets.title_bar import TitleBar
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from textual.timer import Timer
     from textual.worker import Worker
 
+    from llmtop.operations.events import Failed, ProbeDone
+    from llmtop.operations.probe import PeriodicProbe
+
 __all__ = ["LlmtopApp", "SnapshotReady", "create_app"]
 
 TABS = ("overview", "logs", "probe", "gpu", "tuning")
 TAB_LABELS = ("1 Overview", "2 Logs", "3 Prompt", "4 GPU", "5 Tuning")
-PERIODIC_PROBE_S = 30.0
 LOG_PUMP_S = 0.1
 HIDDEN_TABS_LATEST_S = 3.0
 
 
-class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
+class LlmtopApp(SessionLife, ServerKeys, ModelKeys, FocusKeys, ProbeKeys, TabRouter, App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "llmtop"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
@@ -82,6 +88,8 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
         Binding("slash", "search", "search"),
         Binding("f", "follow", "follow"),
         Binding("escape", "escape", "cancel", show=False),
+        *MODEL_BINDINGS,  # router mode: m / L / U / l (ui/model_keys.py)
+        *FOCUS_BINDINGS,  # several servers: > / < (ui/focus_keys.py)
     ]
 
     def __init__(
@@ -115,7 +123,7 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
         self._log_timer: Timer | None = None  # set in on_mount
         self._tuning_mounting = False
         self._widget_cache: dict[object, Any] = {}
-        self._probe_worker: Worker[None] | None = None
+        self._probe_worker: Worker[ProbeDone | Failed] | None = None
         self._shutting_down = False
         self._active_tab = "overview"
         # Hidden tabs are mounted after the first data frame (AfterFirstData); tests that inject
@@ -129,6 +137,7 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
     def compose(self) -> ComposeResult:
         yield TitleBar(id="title")
         yield AlertsStrip(id="alerts")
+        yield ServerBar(id="server-bar")  # several servers only
         # A Tabs row over plain panes (not TabbedContent): two fewer full-screen container
         # layers to paint on every tab switch. Hidden panes are display: none.
         yield Tabs(
@@ -170,6 +179,7 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
                 )
             )
         with Pane(id="gpu").hidden():
+            yield GpuServers(id="gpu-servers")  # several servers only
             yield AfterFirstData(GpuPanel(id="gpu-panel"))
             yield AfterFirstData(ThermalPanel(self.series, id="thermal-panel"))
         with Pane(id="tuning").hidden():
@@ -228,12 +238,12 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
         self.series.add_snapshot(snap)
         # Panels with their own history (thermal plots) record every tick, even when hidden.
         for panel_id in ("#gpu-panel", "#thermal-panel", "#tuning-panel"):
-            record = getattr(self._find(panel_id), "record", None)
-            if record is not None:
-                record(snap)
+            if isinstance(panel := self._find(panel_id), RecordsSnapshots):
+                panel.record(snap)
         with self.batch_update():
             self._refresh_title()
             self._q(AlertsStrip).show(snap)
+            self.show_servers(snap)
             self._show_tab(self.active_tab, snap)
         if self.snapshots_seen == 1 and self.defer_hidden_tabs:
             self.call_after_refresh(self._reveal_hidden_tabs)
@@ -245,22 +255,13 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
         for snap in self.prefill:
             self.series.add_snapshot(snap)
         for panel_id in ("#gpu-panel", "#thermal-panel"):
-            record = getattr(self._find(panel_id), "record", None)
-            if record is not None:
+            if isinstance(panel := self._find(panel_id), RecordsSnapshots):
                 for snap in self.prefill:
-                    record(snap)
+                    panel.record(snap)
 
     @on(Tabs.TabActivated, "#tabs")
     def _on_tab(self, event: Tabs.TabActivated) -> None:
         self._switch_tab((event.tab.id or "tab-overview").removeprefix("tab-"))
-
-    @on(PromptPanel.Fire)
-    def _on_fire(self, event: PromptPanel.Fire) -> None:
-        self.start_probe(event.request)
-
-    @on(PromptPanel.Cancel)
-    def _on_cancel(self) -> None:
-        self.cancel_probe()
 
     # ------------------------------------------------------------------ actions
     def action_tab(self, tab: str) -> None:
@@ -270,19 +271,6 @@ class LlmtopApp(SessionLife, ServerKeys, ProbeKeys, TabRouter, App[None]):
         from llmtop.ui.screens.help import HelpScreen
 
         self.push_screen(HelpScreen())
-
-    def action_toggle_periodic(self) -> None:
-        if self._periodic_timer is None:
-            self.periodic_probe_s = PERIODIC_PROBE_S
-            self._periodic_timer = PeriodicProbe(self._periodic_tick, PERIODIC_PROBE_S)
-            self._periodic_timer.toggle()
-            self.notify(f"periodic probe every {PERIODIC_PROBE_S:.0f} s")
-        else:
-            self._periodic_timer.stop()
-            self._periodic_timer = None
-            self.periodic_probe_s = None
-            self.notify("periodic probe off")
-        self._q(ProbeSummary).show()
 
     def action_escape(self) -> None:
         if self.cancel_probe():

@@ -10,18 +10,22 @@ from textual.widget import Widget
 from textual.worker import Worker
 
 from llmtop.operations.events import Cancelled, Event, Failed, ProbeDone, ProbeText
-from llmtop.operations.probe import ProbeRun
+from llmtop.operations.probe import PeriodicProbe, ProbeRun
 from llmtop.ui.panels.latency import LatencyPanel, ProbeSummary, RecentProbes
 from llmtop.ui.panels.prompt import PromptPanel
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from llmtop.session import Session
+    from llmtop.snapshot import Snapshot
     from llmtop.sources.probe import ProbeRequest
-    from llmtop.ui.series import Series
+    from llmtop.ui.series import DashboardHistory
 
     _AppBase = App[None]
 else:
     _AppBase = object
+
+
+PERIODIC_PROBE_S = 30.0
 
 
 class ProbeKeys(_AppBase):
@@ -29,16 +33,18 @@ class ProbeKeys(_AppBase):
 
     if TYPE_CHECKING:  # provided by LlmtopApp
         session: Session
-        series: Series
-        _probe_worker: Worker[None] | None
+        series: DashboardHistory
+        _probe_worker: Worker[ProbeDone | Failed] | None
+        _periodic_timer: PeriodicProbe | None
+        periodic_probe_s: float | None
+        latest: Snapshot | None
 
         def _find(self, selector: str | type[Widget]) -> Any | None: ...
 
         def _q(self, selector: str | type[Widget]) -> Any: ...
 
     def _server_asleep(self) -> bool:
-        latest = getattr(self, "latest", None)
-        return latest is not None and latest.server.health == "sleeping"
+        return self.latest is not None and self.latest.server.health == "sleeping"
 
     def start_probe(self, request: ProbeRequest, *, confirmed: bool = False) -> None:
         """Fire *request*; a sleeping server is asked about first: the probe wakes it (the
@@ -100,6 +106,29 @@ class ProbeKeys(_AppBase):
         panel = self._find(PromptPanel)
         if panel is not None:
             panel.fire()
+
+    # Handlers by name, not @on: Textual collects @on handlers only on MessagePump classes.
+    def on_prompt_panel_fire(self, event: PromptPanel.Fire) -> None:
+        self.start_probe(event.request)
+
+    def on_prompt_panel_cancel(self, event: PromptPanel.Cancel) -> None:
+        self.cancel_probe()
+
+    def action_toggle_periodic(self) -> None:
+        """`P`: a probe every PERIODIC_PROBE_S seconds, until `P` again."""
+        if self._periodic_timer is None:
+            self.periodic_probe_s = PERIODIC_PROBE_S
+            self._periodic_timer = PeriodicProbe(self._periodic_tick, PERIODIC_PROBE_S)
+            self._periodic_timer.toggle()
+            self.notify(f"periodic probe every {PERIODIC_PROBE_S:.0f} s")
+        else:
+            self._periodic_timer.stop()
+            self._periodic_timer = None
+            self.periodic_probe_s = None
+            self.notify("periodic probe off")
+        summary = self._q(ProbeSummary)
+        summary.periodic_s = self.periodic_probe_s
+        summary.show()
 
     def _periodic_tick(self) -> None:
         """The periodic probe skips a sleeping server: waking it every interval would keep the

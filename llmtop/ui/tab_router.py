@@ -16,6 +16,7 @@ from llmtop.ui.panels.host import HostPanel
 from llmtop.ui.panels.latency import LatencyPanel, ProbeSummary, RecentProbes
 from llmtop.ui.panels.logs import LogsPanel
 from llmtop.ui.panels.server import FailureBox, ServerPanel
+from llmtop.ui.roles import RecordsSnapshots
 from llmtop.ui.widgets.log_tail import LogTail
 from llmtop.ui.widgets.panes import AfterFirstData, Pane
 from llmtop.ui.widgets.title_bar import TitleBar
@@ -40,7 +41,7 @@ class TabRouter(_AppBase):
         _active_tab: str
         _tuning_mounting: bool
         _widget_cache: dict[object, Any]
-        _log_timer: Timer
+        _log_timer: Timer | None
         clock: Callable[[], float]
 
         def action_tab(self, tab: str) -> None: ...
@@ -76,12 +77,11 @@ class TabRouter(_AppBase):
             return
         for widget in deferred:
             panel = await widget.reveal()
-            record = getattr(panel, "record", None)
-            if record is not None:
+            if isinstance(panel, RecordsSnapshots):
                 for snap in self.prefill:  # the recorded past first (history DB)
-                    record(snap)
-            if record is not None and self.latest is not None:
-                record(self.latest)  # history is keyed by snapshot time: no double entries
+                    panel.record(snap)
+                if self.latest is not None:
+                    panel.record(self.latest)  # history is keyed by time: no double entries
 
     def _find(self, selector: str | type[Widget]) -> Any | None:
         """The widget, or None while a lazily mounted tab is not there yet.
@@ -147,7 +147,8 @@ class TabRouter(_AppBase):
         self._active_tab = pane
         if pane == "tuning":
             self.run_worker(self._mount_tuning(), group="tuning")
-        self._log_timer.pause()  # resumed after the switch is on screen (Logs tab only)
+        if self._log_timer is not None:  # resumed after the switch is on screen (Logs only)
+            self._log_timer.pause()
         if self.query_one(f"#{pane}").query(AfterFirstData):  # opened before the first data
             self.run_worker(self._reveal_then_catch_up(pane), group=f"reveal-{pane}")
             return
@@ -171,7 +172,7 @@ class TabRouter(_AppBase):
     def _catch_up(self, pane: str) -> None:
         if pane == self.active_tab:
             self._show_tab(pane, self.latest)
-            if pane == "logs":
+            if pane == "logs" and self._log_timer is not None:
                 self._log_timer.resume()
 
     def _pump_logs(self) -> None:

@@ -67,6 +67,7 @@ class SurvivingLinuxDriver(LinuxDriver):
         size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(app, debug=debug, mouse=mouse, size=size)
+        assert self._file is not None  # the driver opens its terminal in __init__
         self._file = TerminalFile(self._file)  # type: ignore[assignment]
 
 

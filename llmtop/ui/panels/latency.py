@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Static
 
 from llmtop.model.units import DASH, fmt_clock, fmt_ms, fmt_rate
 from llmtop.snapshot import Snapshot
+from llmtop.sources.probe import ProbeResult
 from llmtop.ui.charts import braille_plot, downsample
 from llmtop.ui.format import keep_gaps
 from llmtop.ui.series import DashboardHistory
@@ -36,14 +37,14 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) else None
 
 
-def probe_row(r: Any) -> tuple[str, ...]:
+def probe_row(r: ProbeResult) -> tuple[str, ...]:
     timings = r.server_timings or {}
     note = ""
     if r.error:
         note = f"error: {r.error}"
     elif r.cancelled:
         note = "cancelled"
-    elif getattr(r, "includes_model_load", False):
+    elif r.includes_model_load:
         note = "TTFT incl. model load (server was asleep)"
     return (
         fmt_clock(r.started_at),
@@ -59,12 +60,12 @@ def probe_row(r: Any) -> tuple[str, ...]:
     )
 
 
-def load_note(r: Any) -> str:
+def load_note(r: ProbeResult) -> str:
     """After a TTFT: the server was asleep, so that TTFT includes loading the model."""
-    return " [blue](incl. model load)[/]" if getattr(r, "includes_model_load", False) else ""
+    return " [blue](incl. model load)[/]" if r.includes_model_load else ""
 
 
-def probe_summary(r: Any | None) -> str:
+def probe_summary(r: ProbeResult | None) -> str:
     if r is None:
         return "probe    [dim]none yet — p fires one (tab 3 edits the prompt)[/]"
     if r.error:
@@ -83,12 +84,14 @@ class ProbeSummary(Static):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.series = series
         self._last = ""
+        # Seconds between periodic probes while they are on (the app sets it with the key `P`).
+        self.periodic_s: float | None = None
 
     def show(self, snapshot: Snapshot | None = None) -> None:
         latest = self.series.probes[-1] if self.series.probes else None
         markup = probe_summary(latest)
-        if self.app is not None and getattr(self.app, "periodic_probe_s", None):
-            markup += f"  [cyan]every {self.app.periodic_probe_s:.0f} s[/]"  # type: ignore[attr-defined]
+        if self.periodic_s:
+            markup += f"  [cyan]every {self.periodic_s:.0f} s[/]"
         if markup != self._last:
             self._last = markup
             self.update(keep_gaps(Text.from_markup(markup)), layout=False)  # one line
@@ -116,14 +119,14 @@ class LatencyPanel(Vertical):
     def table(self) -> DataTable[str]:
         return self.query_one("#probe-table", DataTable)
 
-    def load(self, results: Iterable[Any]) -> None:
+    def load(self, results: Iterable[ProbeResult]) -> None:
         table = self.table
         table.clear()
         for r in reversed(list(results)):
             table.add_row(*probe_row(r))
         self._redraw_plot(force=True)
 
-    def add_probe(self, result: Any) -> None:
+    def add_probe(self, result: ProbeResult) -> None:
         """Newest first; the table keeps the series' bound."""
         self.load(self.series.probes)
 
@@ -172,7 +175,7 @@ class LatencyPanel(Vertical):
             keep_gaps(Text.from_markup("\n".join(lines)))
         )
 
-    def _draw_plotext(self, probes: list[Any]) -> None:
+    def _draw_plotext(self, probes: list[ProbeResult]) -> None:
         """TTFT (left axis) and generation tok/s (right axis) per probe, downsampled to width."""
         assert self._plotext is not None
         plt = self._plotext.plt
@@ -224,7 +227,7 @@ class RecentProbes(Static):
             lines.append(
                 f"{fmt_clock(r.started_at):<8} {fmt_ms(r.ttft_ms):>8} {fmt_ms(r.itl_ms_p50):>8}"
                 f" {fmt_rate(r.gen_tokens_per_s, ''):>8} {fmt_rate(srv, ''):>8}"
-                + (" [blue]+load[/]" if getattr(r, "includes_model_load", False) else "")
+                + (" [blue]+load[/]" if r.includes_model_load else "")
             )
         self.update(keep_gaps(Text.from_markup("\n".join(lines))), layout=False)  # fixed height
 

@@ -12,6 +12,7 @@ from collections.abc import Hashable
 from rich.highlighter import Highlighter
 from rich.markup import escape
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Log, Static
@@ -174,14 +175,14 @@ class LogsPanel(Vertical):
         event.input.display = False
         self.log_view.focus()
 
-    def on_key(self, event: object) -> None:
-        key = getattr(event, "key", None)
+    def on_key(self, event: events.Key) -> None:
+        key = event.key
         box = self.query_one("#log-search", Input)
         if key == "escape" and box.display:
             box.display = False
             self.set_filter(None)
             self.log_view.focus()
-            event.stop()  # type: ignore[attr-defined]
+            event.stop()
 
     def _update_status(self) -> None:
         mode = "[green]following[/]" if self.follow else "[yellow]paused[/] (f to follow)"

@@ -130,11 +130,7 @@ class PromptPanel(Vertical):
             self.query_one("#prompt-error", Static).update(
                 Text.from_markup(
                     f"[green]{result.tokens} tokens{tail}[/]  TTFT {fmt_ms(result.ttft_ms)}"
-                    + (
-                        " [blue](incl. model load)[/]"
-                        if getattr(result, "includes_model_load", False)
-                        else ""
-                    )
+                    + (" [blue](incl. model load)[/]" if result.includes_model_load else "")
                     + f"  ITL p50 {fmt_ms(result.itl_ms_p50)}  gen {fmt_rate(result.gen_tokens_per_s)}"
                 )
             )

@@ -81,9 +81,9 @@ class SweepView:
         self.panel.query_one("#tuning-sweep-start", Button).disabled = False
         if isinstance(event, SweepFinished):
             r = self.result = event.result
-            tail = {True: "original arguments restored", False: "RESTORE FAILED"}.get(
-                r.restored, ""
-            )
+            tail = {None: "", True: "original arguments restored", False: "RESTORE FAILED"}[
+                r.restored
+            ]
             self.box().update(
                 Text("\n".join(x for x in (format_table(r), format_plot(r), tail) if x))
             )

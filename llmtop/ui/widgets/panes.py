@@ -7,6 +7,8 @@ from textual.containers import Vertical
 from textual.lazy import Lazy
 from textual.widget import Widget
 
+from llmtop.ui.roles import DefersHiddenTabs
+
 
 class AfterFirstData(Lazy):
     """A hidden tab's content, mounted once the first snapshot is on screen or when its tab is
@@ -16,13 +18,14 @@ class AfterFirstData(Lazy):
     _revealing = False
 
     async def mount_composed_widgets(self, widgets: list[Widget]) -> None:
-        if not getattr(self.app, "defer_hidden_tabs", False):
+        app = self.app
+        if not (isinstance(app, DefersHiddenTabs) and app.defer_hidden_tabs):
             await super().mount_composed_widgets(widgets)
 
     async def reveal(self) -> Widget | None:
         """Mount the content in place of this placeholder; the content (None if done before)."""
         parent = self.parent
-        if self._revealing or parent is None or not self.is_attached:
+        if self._revealing or not isinstance(parent, Widget) or not self.is_attached:
             return None
         self._revealing = True
         await parent.mount(self._replace_widget, after=self)
