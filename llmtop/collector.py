@@ -109,6 +109,7 @@ class Collector:
         unit_monitor: UnitReader | None = None,
         alert_engine: AlertRules | None = None,
         pid_hint: int | None = None,
+        sampler: ProcessSampler | None = None,
     ) -> None:
         self.client = client
         self.supervisor = supervisor
@@ -119,7 +120,8 @@ class Collector:
         self.rates = CounterRates()
         self.last_rates: Rates | None = None
         self.last: Snapshot | None = None
-        self._sampler = ProcessSampler()
+        # One of several servers' collectors reads its process only (multi_server.py).
+        self._sampler = sampler or ProcessSampler()
         self._found_pid: int | None = None
         self._pid_lookup_at = float("-inf")
         self._unit: UnitStatus | None = None

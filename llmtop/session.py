@@ -29,9 +29,11 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from llmtop.collector import Collector
     from llmtop.diagnosis.alerts import AlertEngine
     from llmtop.diagnosis.thresholds import Thresholds
+    from llmtop.multi_server import MultiCollector
     from llmtop.operations.actions import Operations
     from llmtop.snapshot import Snapshot
     from llmtop.sources.probe import ProbeRequest, ProbeResult
+    from llmtop.sources.process import ProcessSampler
     from llmtop.sources.unit_status import UnitMonitor
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,21 @@ class DiscoveredTarget:
     unit: str | None = None  # systemd unit name ("llama.service") when a unit runs it
     user: bool = False  # the unit is a user unit (systemctl --user)
     api_key: str | None = field(default=None, repr=False)  # from its argv/env; never rendered
+
+
+@dataclass
+class ServerEntry:
+    """One of several servers the dashboard watches (`--url A --url B`, `--unit X --unit Y`,
+    discovery of several): what the session's own mode, url, key and controller are while this
+    server has the focus (keys, probes and the title then apply to it)."""
+
+    mode: str  # "unit" | "attach"
+    url: str
+    api_key: str | None = field(default=None, repr=False)  # never rendered
+    controller: Controller | None = None
+    unit_monitor: UnitMonitor | None = None
+    pid_hint: int | None = None
+    collector: Collector | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,11 @@ class Session:
     alert_factory: Callable[[], AlertEngine | None] | None = field(default=None, repr=False)
     # Discovery results when mode == "none" and several servers were found (pick list).
     candidates: list[DiscoveredTarget] = field(default_factory=list)
+    # Several servers (open_several): one entry each, the focused one mirrored in the fields
+    # above; empty with one server. `multi` polls them all (built in start()).
+    servers: list[ServerEntry] = field(default_factory=list)
+    focus_index: int = 0
+    multi: MultiCollector | None = field(default=None, repr=False)
     # The agent's history DB: the dashboard's plots open with its last hour of this server.
     history_db: str | None = None
     # `--record`: sinks (the agent's HistoryRecorder) that get every snapshot the dashboard shows.
@@ -145,6 +167,70 @@ class Session:
         self.choose(target)
         if self.collector is None and self.url is not None:
             self.attach(self.url, pid_hint=self.pid_hint)
+
+    def open_several(
+        self, targets: list[DiscoveredTarget], access: UnitAccess | None = None
+    ) -> None:
+        """Watch every one of *targets* (units in unit mode, the rest attached) in one
+        dashboard, the first focused. Before start(); reads each unit once (blocking)."""
+        operator_key = self.api_key
+        entries: list[ServerEntry] = []
+        for target in targets:
+            self.api_key = operator_key or target.api_key
+            self.controller, self.unit_monitor, self.pid_hint = None, None, target.pid
+            if target.unit:
+                self.use_unit(target.unit, user=target.user, url=target.url or None, access=access)
+            else:
+                self.mode, self.url = "attach", target.url.rstrip("/")
+            assert self.url is not None
+            entries.append(
+                ServerEntry(
+                    self.mode, self.url, self.api_key, self.controller, self.unit_monitor,
+                    self.pid_hint,
+                )
+            )  # fmt: skip
+        self.candidates = []
+        self.servers = entries
+        self._mirror(0)
+
+    def focus_server(self, index: int) -> ServerEntry | None:
+        """Give server *index* (modulo the count) the focus: the snapshot's `server`, the keys
+        (restart only where it is controllable), probes and the title follow it. None with one
+        server."""
+        if not self.servers:
+            return None
+        index %= len(self.servers)
+        if self.multi is not None:
+            self.multi.focus(index)
+        self._mirror(index)
+        return self.servers[index]
+
+    def _mirror(self, index: int) -> None:
+        e = self.servers[index]
+        self.focus_index = index
+        self.mode, self.url, self.api_key, self.pid_hint = e.mode, e.url, e.api_key, e.pid_hint
+        self.controller, self.unit_monitor, self.collector = (
+            e.controller,
+            e.unit_monitor,
+            e.collector,
+        )
+
+    def _build_multi(self) -> None:
+        """One collector per server: the first samples the host, the focused one gets the GPU
+        monitor and alert rules (handed over in start())."""
+        from llmtop.multi_server import MultiCollector, ProcessOnlySampler
+
+        for i, e in enumerate(self.servers):
+            e.collector = build_collector(
+                e.url,
+                e.api_key,
+                supervisor=e.controller,
+                unit_monitor=e.unit_monitor,
+                pid_hint=e.pid_hint,
+                sampler=ProcessOnlySampler() if i else None,
+            )
+        self.multi = MultiCollector([e.collector for e in self.servers], self.focus_index)
+        self.collector = self.servers[self.focus_index].collector
 
     def use_unit(
         self,
@@ -211,6 +297,8 @@ class Session:
             gpu_future = asyncio.ensure_future(asyncio.to_thread(self.gpu_factory))
         if self.alert_engine is None and self.alert_factory is not None:
             self.alert_engine = self.alert_factory()
+        if self.servers and self.multi is None:
+            self._build_multi()
         if self.collector is None and self.url is not None:
             # Built here, not in the command: the HTTP client's imports stay off the first frame.
             self.attach(self.url, pid_hint=self.pid_hint)
@@ -255,9 +343,10 @@ class Session:
                 self.gpu_monitor.stop()
             except Exception as exc:  # noqa: BLE001 - closing: go on with the rest
                 self._trouble("stopping the GPU sampler failed", exc)
-        if self.collector is not None:
+        closing = self.multi or self.collector  # several servers: every collector
+        if closing is not None:
             try:
-                await self.collector.aclose()
+                await closing.aclose()
             except Exception as exc:  # noqa: BLE001 - closing: go on with the rest
                 self._trouble("closing the HTTP client failed", exc)
         await self._close_recorders()
@@ -338,6 +427,8 @@ class Session:
 
     # ------------------------------------------------------------------ data
     async def collect(self) -> Snapshot | None:
+        if self.multi is not None:
+            return await self.multi.collect()
         """One collector tick (None when not attached to anything yet)."""
         if self.collector is None:
             return None
@@ -407,6 +498,7 @@ def build_collector(
     gpu_monitor: GpuSampler | None = None,
     alert_engine: AlertEngine | None = None,
     unit_monitor: UnitMonitor | None = None,
+    sampler: ProcessSampler | None = None,
     pid_hint: int | None = None,
 ) -> Collector:
     """The Collector for *url* (imports the HTTP client lazily: not needed to draw a frame)."""
@@ -420,6 +512,7 @@ def build_collector(
         gpu_monitor=gpu_monitor,
         unit_monitor=unit_monitor,
         alert_engine=alert_engine,
+        sampler=sampler,
         pid_hint=pid_hint,
     )
 

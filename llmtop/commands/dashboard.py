@@ -3,8 +3,9 @@
   llmtop -- /path/to/llama-server -m model.gguf …   child mode (llmtop supervises the server)
   llmtop --url http://127.0.0.1:8080                attach mode (no restart action)
   llmtop --unit llama-server.service [--user]       unit mode (systemd)
+  llmtop --url A --url B  /  --unit X --unit Y      several servers in one dashboard
   llmtop                                            discover local servers: one → attach,
-                                                    several → pick list, none → how to start one
+                                                    several → all of them, none → how to start one
 Quitting, Ctrl-C, SIGTERM or SIGHUP stop a supervised child cleanly; a unit is never touched.
 """
 
@@ -29,7 +30,11 @@ from llmtop.session import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="attach to a llama-server at this URL (http://host:port)")
+    parser.add_argument(
+        "--url",
+        action="append",
+        help="attach to a llama-server at this URL (http://host:port); repeat for several",
+    )
     parser.add_argument(
         "--api-key",
         help="API key for the server (default: env LLMTOP_API_KEY or LLAMA_API_KEY); never shown",
@@ -53,7 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-lines", type=int, default=10_000, metavar="N", help="log lines kept (10000)"
     )
-    parser.add_argument("--unit", metavar="NAME", help="watch and control a systemd unit")
+    parser.add_argument(
+        "--unit",
+        action="append",
+        metavar="NAME",
+        help="watch and control a systemd unit; repeat for several",
+    )
     parser.add_argument("--user", action="store_true", help="--unit is a user unit")
     parser.add_argument(
         "--db",
@@ -99,7 +109,8 @@ def build_session(
         "alert_factory": lambda: make_alert_engine(thresholds),
     }
 
-    if server_argv:
+    urls, units = listed(args.url), listed(args.unit)
+    if server_argv:  # child mode stays one server
         from llmtop.control.supervisor import ChildSupervisor, RestartPolicy
         from llmtop.model.launch_spec import LaunchSpec, llama_env
 
@@ -114,18 +125,30 @@ def build_session(
         # The child's own key is what the server expects unless the operator gave another.
         if common["api_key"] is None and spec.api_key:
             common["api_key"] = spec.api_key
-        return Session(mode="child", url=args.url or spec.url, controller=sup, **common)
+        url = urls[0] if urls else None
+        return Session(mode="child", url=url or spec.url, controller=sup, **common)
 
-    if args.unit:
-        session = Session(mode="unit", url=args.url, **common)
+    pairs = _pairs(urls, units)
+    if len(pairs) > 1:
+        session = Session(mode="none", url=None, **common)
+        targets = [DiscoveredTarget(u, unit=n, user=bool(args.user)) for u, n in pairs]
         try:
-            session.use_unit(args.unit, user=bool(args.user), url=args.url, access=access)
+            session.open_several(targets, access)
         except ImportError:
             return "unit mode (--unit) is not yet available in this build"
         return session
 
-    if args.url:
-        return Session(mode="attach", url=args.url, **common)
+    if units:
+        url = urls[0] if urls else None
+        session = Session(mode="unit", url=url, **common)
+        try:
+            session.use_unit(units[0], user=bool(args.user), url=url, access=access)
+        except ImportError:
+            return "unit mode (--unit) is not yet available in this build"
+        return session
+
+    if urls:
+        return Session(mode="attach", url=urls[0], **common)
 
     session = Session(mode="none", url=None, **common)
     targets = discover_targets(access)
@@ -134,6 +157,23 @@ def build_session(
     else:
         session.candidates = targets
     return session
+
+
+def listed(value: str | list[str] | None) -> list[str]:
+    """--url / --unit as a list: the dashboard's flags repeat (append), other commands that
+    build a session (agent, demo) give one string or none."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [v for v in value if v]
+
+
+def _pairs(urls: list[str], units: list[str]) -> list[tuple[str, str | None]]:
+    """(url, unit) per server: units first, each with its own --url when as many are given
+    (else the URL from its ExecStart), then the remaining URLs attached."""
+    if units and len(urls) == len(units):
+        return list(zip(urls, units, strict=True))
+    unit_pairs: list[tuple[str, str | None]] = [("", n) for n in units]
+    return [*unit_pairs, *((u, None) for u in urls)]
 
 
 def discover_targets(access: UnitAccess | None = None) -> list[DiscoveredTarget]:
@@ -193,6 +233,13 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(session, str):
         print(f"llmtop: {session}", file=sys.stderr)
         return 2
+    if session.mode == "none" and len(session.candidates) > 1:
+        # discovery found several: watch them all in one dashboard (server bar), no pick list
+        try:
+            session.open_several(session.candidates)
+        except ImportError:
+            print("llmtop: unit mode is not yet available in this build", file=sys.stderr)
+            return 2
     problem = use_history(session, args)
     if problem is not None:
         print(f"llmtop: {problem}", file=sys.stderr)

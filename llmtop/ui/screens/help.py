@@ -11,6 +11,7 @@ from textual.widgets import Static
 KEYS: tuple[tuple[str, str], ...] = (
     ("1 … 5", "tabs: Overview, Logs, Prompt/Latency, GPU/Thermal, Tuning"),
     ("tab / shift+tab", "move focus"),
+    ("<  >", "several servers: focus the previous / next one in the server bar"),
     ("r", "restart the server (asks first; child or unit mode only)"),
     ("s", "stop the server (asks first)"),
     ("S", "start the server"),
