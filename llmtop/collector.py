@@ -48,6 +48,7 @@ from llmtop.snapshot import (
 from llmtop.sources.llama_http import LlamaClient
 from llmtop.sources.process import ProcessSampler, pid_listening_on
 from llmtop.sources.prometheus import CounterRates, Rates
+from llmtop.sources.router import RouterWatch, with_model_vram
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class Collector:
         unit_monitor: UnitReader | None = None,
         alert_engine: AlertRules | None = None,
         pid_hint: int | None = None,
+        router: bool = False,
         sampler: ProcessSampler | None = None,
     ) -> None:
         self.client = client
@@ -117,6 +119,8 @@ class Collector:
         self.unit_monitor = unit_monitor
         self.alert_engine = alert_engine
         self.pid_hint = pid_hint
+        # Router mode (--router, or found out): /models and each loaded model (sources/router.py)
+        self.router = RouterWatch(client, forced=router)
         self.rates = CounterRates()
         self.last_rates: Rates | None = None
         self.last: Snapshot | None = None
@@ -228,7 +232,7 @@ class Collector:
         server = dataclasses.replace(
             server,
             pid=pid,
-            gen_tokens_per_s=rates.gen_tokens_per_s if rates else None,
+            gen_tokens_per_s=rates.gen_tokens_per_s if rates else server.gen_tokens_per_s,
             prompt_tokens_per_s=rates.prompt_tokens_per_s if rates else None,
         )
 
@@ -252,7 +256,7 @@ class Collector:
 
         snap = Snapshot(
             time=now,
-            server=server,
+            server=with_model_vram(server, gpus),  # router mode: VRAM of each model's child
             host=host,
             supervisor=supervisor,
             gpus=gpus,
@@ -288,7 +292,7 @@ class Collector:
             if self.unit_monitor is not None
             else None
         )
-        poll_f = None if self._stopped_pid is not None else loop.create_task(self.client.poll())
+        poll_f = None if self._stopped_pid is not None else loop.create_task(self.router.poll())
         try:
             host_r: object
             try:
@@ -311,7 +315,7 @@ class Collector:
                 )
             else:
                 if poll_f is None:
-                    poll_f = loop.create_task(self.client.poll())
+                    poll_f = loop.create_task(self.router.poll())
                 try:
                     server_r = await poll_f
                 except asyncio.CancelledError:

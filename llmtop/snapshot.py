@@ -36,6 +36,27 @@ class SlotStatus:
 
 
 @dataclass(frozen=True)
+class ModelStatus:
+    """One model of a router-mode llama-server (`--models-dir` / `--models-preset`): each loaded
+    model runs as its own llama-server child, so state, slots, rate and VRAM are per model."""
+
+    id: str
+    # loaded | loading | unloaded | sleeping | failed (the router's word; others passed through)
+    status: str
+    pid: int | None = None  # the model's child llama-server (found by its --port)
+    port: int | None = None  # the child's --port: its log lines start "[ PORT] "
+    exit_code: int | None = None  # failed: the child's exit code
+    n_ctx: int | None = None
+    slots_total: int | None = None
+    slots_busy: int | None = None
+    gen_tokens_per_s: float | None = None
+    gpu_memory_bytes: int | None = None  # NVML, by the child's pid (None: no process readings)
+    aliases: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()  # the child's argv from /models, redacted
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ServerStatus:
     url: str
     health: Health = "unreachable"
@@ -65,6 +86,9 @@ class ServerStatus:
     # Unix time llmtop first saw /props say `is_sleeping` (the server does not say when it fell
     # asleep); None while awake.
     sleeping_since: float | None = None
+    # Router mode: one llama-server routing to one child per model (`server.models`).
+    router: bool = False
+    models: tuple[ModelStatus, ...] = ()
 
 
 @dataclass(frozen=True)

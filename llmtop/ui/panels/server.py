@@ -10,6 +10,7 @@ from llmtop.snapshot import Snapshot, SupervisorStatus, UnitStatus
 from llmtop.ui.charts import sparkline
 from llmtop.ui.format import keep_gaps
 from llmtop.ui.panels.base import SnapshotPanel
+from llmtop.ui.panels.models import model_table_lines
 from llmtop.ui.series import DashboardHistory
 
 HEALTH_STYLE = {
@@ -73,6 +74,7 @@ class ServerPanel(SnapshotPanel):
         super().__init__(**kwargs)
         self.series = series
         self.border_title = "Server"
+        self.selected_model: str | None = None  # router mode: the model L / U act on
 
     def show(self, snapshot: Snapshot) -> None:
         self.remember(snapshot)
@@ -83,6 +85,12 @@ class ServerPanel(SnapshotPanel):
         if detail:
             style = {"ok": "dim", "sleeping": "blue"}.get(s.health, "yellow")
             lines.append(f"         [{style}]{escape(detail)}[/]")
+        if s.router:  # one llama-server child per model: the model table (panels/models.py)
+            lines.append(f"state    {supervisor_words(sup)}")
+            lines += model_table_lines(snapshot, self.selected_model)
+            lines += [f"[yellow]! {escape(p)}[/]" for p in s.problems[:3]]
+            self.set_text("\n".join(lines))
+            return
         lines += [
             f"state    {supervisor_words(sup)}",
             f"model    [bold]{escape(model_name(s.model_path, s.model_alias))}[/]",
