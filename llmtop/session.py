@@ -103,6 +103,7 @@ class Session:
     alert_engine: AlertEngine | None = None
     unit_monitor: UnitMonitor | None = None
     pid_hint: int | None = None
+    router: bool = False  # --router: a router-mode llama-server (sources/router.py)
     # Built in start() (off the first frame): NVML/simulator and alert rules import slowly.
     gpu_factory: Callable[[], GpuSampler | None] | None = field(default=None, repr=False)
     alert_factory: Callable[[], AlertEngine | None] | None = field(default=None, repr=False)
@@ -282,6 +283,7 @@ class Session:
             alert_engine=self.alert_engine,
             unit_monitor=self.unit_monitor,
             pid_hint=pid_hint,
+            router=self.router,
         )
 
     # ------------------------------------------------------------------ life cycle
@@ -500,6 +502,7 @@ def build_collector(
     unit_monitor: UnitMonitor | None = None,
     sampler: ProcessSampler | None = None,
     pid_hint: int | None = None,
+    router: bool = False,
 ) -> Collector:
     """The Collector for *url* (imports the HTTP client lazily: not needed to draw a frame)."""
     from llmtop.collector import Collector
@@ -508,6 +511,7 @@ def build_collector(
     client = LlamaClient(url, api_key=api_key)
     return Collector(
         client,
+        router=router,
         supervisor=supervisor,
         gpu_monitor=gpu_monitor,
         unit_monitor=unit_monitor,

@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="record what the dashboard sees to a history database, as `llmtop agent` does "
         "(default PATH: the agent's)",
     )
+    parser.add_argument(
+        "--router",
+        action="store_true",
+        help="the server is a router-mode llama-server (--models-dir / --models-preset): "
+        "show its model table (found out by itself otherwise)",
+    )
     add_threshold_arguments(parser)
 
 
@@ -107,6 +113,7 @@ def build_session(
         # Built when the session starts, after the first frame (NVML / simulator build is slow).
         "gpu_factory": lambda: make_gpu_monitor(refresh, demo=demo),
         "alert_factory": lambda: make_alert_engine(thresholds),
+        "router": bool(getattr(args, "router", False)),
     }
 
     urls, units = listed(args.url), listed(args.unit)

@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a systemd unit: its state, and URL/API key from ExecStart; repeat for several",
     )
     parser.add_argument("--user", action="store_true", help="--unit is a user unit")
+    parser.add_argument(
+        "--router",
+        action="store_true",
+        help="a router-mode llama-server (--models-dir / --models-preset): list its models "
+        "(found out by itself otherwise)",
+    )
     add_threshold_arguments(parser)
 
 
@@ -119,6 +125,7 @@ def build_collector(
         alert_engine=engine,
         unit_monitor=unit_monitor,
         sampler=sampler,
+        router=bool(getattr(args, "router", False)),
     )
 
 
@@ -201,6 +208,11 @@ def human_summary(snap: Snapshot) -> str:
         f"rates   gen {_num(s.gen_tokens_per_s)} tok/s  prompt {_num(s.prompt_tokens_per_s)} tok/s"
         f"  processing {s.requests_processing if s.requests_processing is not None else '—'}"
     )
+    for m in s.models:  # router mode
+        lines.append(
+            f"model   {m.id}  {m.status}  pid {m.pid or '—'}  ctx {m.n_ctx or '—'}"
+            f"  gen {_num(m.gen_tokens_per_s)} tok/s  VRAM {_mib(m.gpu_memory_bytes)}"
+        )
     for p in s.problems:
         lines.append(f"note    {p}")
     h = snap.host
