@@ -48,6 +48,7 @@ from llmtop.ui.widgets.log_tail import LogTail
 from llmtop.ui.widgets.panes import AfterFirstData, Pane
 from llmtop.ui.widgets.server_bar import ServerBar
 from llmtop.ui.widgets.title_bar import TitleBar
+from llmtop.ui.window_keys import WINDOW_BINDINGS, WindowKeys
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from textual.timer import Timer
@@ -64,7 +65,9 @@ LOG_PUMP_S = 0.1
 HIDDEN_TABS_LATEST_S = 3.0
 
 
-class LlmtopApp(SessionLife, ServerKeys, ModelKeys, FocusKeys, ProbeKeys, TabRouter, App[None]):
+class LlmtopApp(
+    SessionLife, ServerKeys, ModelKeys, FocusKeys, ProbeKeys, TabRouter, WindowKeys, App[None]
+):
     CSS_PATH = "app.tcss"
     TITLE = "llmtop"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
@@ -90,6 +93,7 @@ class LlmtopApp(SessionLife, ServerKeys, ModelKeys, FocusKeys, ProbeKeys, TabRou
         Binding("escape", "escape", "cancel", show=False),
         *MODEL_BINDINGS,  # router mode: m / L / U / l (ui/model_keys.py)
         *FOCUS_BINDINGS,  # several servers: > / < (ui/focus_keys.py)
+        *WINDOW_BINDINGS,  # GPU plots' window: w (ui/window_keys.py)
     ]
 
     def __init__(
@@ -180,8 +184,9 @@ class LlmtopApp(SessionLife, ServerKeys, ModelKeys, FocusKeys, ProbeKeys, TabRou
             )
         with Pane(id="gpu").hidden():
             yield GpuServers(id="gpu-servers")  # several servers only
-            yield AfterFirstData(GpuPanel(id="gpu-panel"))
-            yield AfterFirstData(ThermalPanel(self.series, id="thermal-panel"))
+            with Horizontal(id="gpu-columns"):  # plots first: stacked at 80×24, side by side wide
+                yield AfterFirstData(ThermalPanel(id="thermal-panel"))
+                yield AfterFirstData(GpuPanel(id="gpu-panel"))
         with Pane(id="tuning").hidden():
             # Mounted on first visit: the tuning code imports slowly (kept off start-up).
             yield Static("loading…", id="tuning-panel")

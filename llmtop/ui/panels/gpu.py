@@ -77,44 +77,45 @@ def reason_words(g: GpuSample) -> str:
         parts.append(f"[{style}]{escape(r)}[/]")
     pct = ""
     if g.throttled_thermal_percent:
-        pct = f"  [dim](thermal {g.throttled_thermal_percent:.0f} % of the last interval)[/]"
+        pct = f"  [dim](thermal {g.throttled_thermal_percent:.0f} % of the interval)[/]"
     return "reasons " + " ".join(parts) + pct
 
 
 def gpu_card(g: GpuSample, server_bytes: int | None, *, sleeping: bool = False) -> list[str]:
-    """One GPU's lines. `sleeping`: the server unloaded its model (--sleep-idle-seconds), so
-    its VRAM line says freed instead of showing a share that is gone (or about to be)."""
+    """One GPU's lines, each short enough for the 64 columns the card gets beside the plots.
+    `sleeping`: the server unloaded its model (--sleep-idle-seconds), so its VRAM line says
+    freed instead of showing a share that is gone (or about to be)."""
     name = escape(g.name or "GPU")
     head = f"[bold]GPU{g.index}[/] {name}"
     if g.pci_bus_id:
         head += f"  [dim]{escape(g.pci_bus_id)}[/]"
-    if g.used_by_server:
-        head += "  [cyan]llama-server may use it[/]"
-    elif g.used_by_server is False:
-        head += "  [dim]not visible to llama-server[/]"
     if g.lost:
         return [head, "  [bold red]LOST — fell off the bus; check `dmesg` for Xid errors[/]"]
     used, total = g.memory_used_bytes, g.memory_total_bytes
     frac = used / total if used is not None and total else None
     pct = f"{100 * frac:.0f} %" if frac is not None else DASH
-    vram = f"  VRAM  {bar(frac)} {fmt_bytes(used)}/{fmt_bytes(total)} {pct}"
+    lines = [head, f"  VRAM  {bar(frac)} {fmt_bytes(used)}/{fmt_bytes(total)} {pct}"]
     if sleeping and g.used_by_server is not False:
         left = f", still {fmt_bytes(server_bytes)}" if server_bytes else ""
-        vram += f"   [blue]llama-server asleep: model VRAM freed{left}[/]"
+        lines.append(f"        [blue]llama-server asleep: model VRAM freed{left}[/]")
     elif server_bytes:
-        vram += f"   [bold cyan]llama-server: {fmt_bytes(server_bytes)} on GPU{g.index}[/]"
+        lines.append(
+            f"        [bold cyan]llama-server: {fmt_bytes(server_bytes)} on GPU{g.index}[/]"
+        )
+    elif g.used_by_server:
+        lines.append("        [cyan]llama-server may use it[/]")
+    elif g.used_by_server is False:
+        lines.append("        [dim]not visible to llama-server[/]")
     util = DASH if g.utilization_percent is None else f"{g.utilization_percent:.0f} %"
     mutil = (
         DASH if g.memory_utilization_percent is None else f"{g.memory_utilization_percent:.0f} %"
     )
     fan = DASH if g.fan_percent is None else f"{g.fan_percent:.0f} %"
     pstate = DASH if g.pstate is None else f"P{g.pstate}"
-    lines = [
-        head,
-        vram,
-        f"  util  {util}  mem {mutil}  {pstate}  fan {fan}",
+    lines += [
+        f"  util  {util}  mem {mutil}  {pstate}  fan {fan}  " + power_words(g),
         "  " + temp_words(g),
-        "  " + clock_words(g) + "   " + power_words(g),
+        "  " + clock_words(g),
         "  " + reason_words(g),
     ]
     if g.persistence_mode is False:

@@ -24,6 +24,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("escape", "cancel a running probe / close search"),
     ("/", "search the logs (Enter filters, Esc clears)"),
     ("f", "follow / pause the logs"),
+    ("w", "GPU plots: window 5 min → 1 h → 24 h (from the history DB when there is one)"),
     ("?  F1", "this help"),
     ("q  ctrl+c", "quit (a supervised child is stopped cleanly)"),
 )

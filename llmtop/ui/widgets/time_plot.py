@@ -45,8 +45,8 @@ _DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 SPAN_MARK = "█"
 MARKUP = "\0markup"  # the style of a run that is markup (the title line)
 LEFT_W = 10  # row titles and current values
-RIGHT_W_WIDE = 13  # ref-line labels and scale values
-RIGHT_W_NARROW = 12
+RIGHT_W_WIDE = 13  # ref-line labels ("slowdown 87") and scale values
+RIGHT_W_NARROW = 13
 NARROW = 90  # below this plot width the right gutter is narrower
 
 
@@ -314,7 +314,7 @@ def _row_lines(
     # right gutter: reference-line labels where they are, the scale at the ends if free
     right: list[tuple[str, str]] = [("", "")] * h
     nrows = 4 * h
-    for line in row.lines:
+    for line in sorted(row.lines, key=lambda ln: -ln.value):  # the higher line's label above
         if lo <= line.value <= hi:
             cy = (nrows - 1 - round((line.value - lo) * (nrows - 1) / (hi - lo))) >> 2
             free = [y for y in (cy, cy - 1, cy + 1) if 0 <= y < h and not right[y][0]]

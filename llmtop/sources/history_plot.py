@@ -1,0 +1,171 @@
+"""What the GPU plots need from the history database, per time bucket: one query per table.
+
+The GPU tab's 1 h and 24 h windows (and replay after a jump) are drawn from the recording, not
+rebuilt from thousands of `Snapshot`s: a GROUP BY over the raw samples gives each bucket's
+temperature and SM-clock range, the worst throttle in it and the mean gen tokens/s (5-s
+buckets of an hour: ~15 000 rows for 4 GPUs, a few ms); a day is read from the per-minute
+aggregates the agent keeps (1 440 rows per GPU). Blocking: callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmtop.diagnosis.thermal import LIMITING
+from llmtop.sources.history_db import HistoryDB, HistoryError
+
+# What a bucket's throttle column holds: the worst limit seen in it.
+NOT_THROTTLED, POWER_LIMITED, THERMAL = 0, 1, 2
+_THERMAL_NAMES = tuple(r for r in LIMITING if "Thermal" in r or r == "HwSlowdown")
+_POWER_NAMES = tuple(r for r in LIMITING if r not in _THERMAL_NAMES)
+MINUTE_S = 60.0
+
+
+def throttle_level(reasons: tuple[str, ...] | None) -> int:
+    """The plot's throttle level of one sample's reasons (GpuIdle and the like count 0)."""
+    if not reasons:
+        return NOT_THROTTLED
+    if any(r in _THERMAL_NAMES for r in reasons):
+        return THERMAL
+    if any(r in _POWER_NAMES for r in reasons):
+        return POWER_LIMITED
+    return NOT_THROTTLED
+
+
+@dataclass(frozen=True)
+class GpuBucket:
+    """One GPU over one bucket (`time` is the bucket's start)."""
+
+    time: float
+    temp_min: float | None
+    temp_max: float | None
+    clock_min_pct: float | None  # SM clock as % of its max clock
+    clock_max_pct: float | None
+    throttle: int  # NOT_THROTTLED / POWER_LIMITED / THERMAL
+    slowdown_c: float | None = None
+    shutdown_c: float | None = None
+
+
+@dataclass(frozen=True)
+class PlotHistory:
+    """The buckets of [start, end]: per GPU, and gen tokens/s (mean) of the server."""
+
+    start: float
+    end: float
+    bucket_s: float
+    gpus: dict[int, list[GpuBucket]] = field(default_factory=dict)
+    gen: list[tuple[float, float | None]] = field(default_factory=list)
+
+
+def _reason_case(names: tuple[str, ...]) -> str:
+    return " OR ".join(f"instr(throttle_reasons, '{n}') > 0" for n in names) or "0"
+
+
+def _f(v: object) -> float | None:
+    return None if v is None else float(v)  # type: ignore[arg-type]
+
+
+def read_plot_history(db: HistoryDB, start: float, end: float, bucket_s: float) -> PlotHistory:
+    """The buckets of *bucket_s* seconds (aligned to multiples of it) over [start, end]."""
+    out = PlotHistory(start, end, bucket_s)
+    if bucket_s >= MINUTE_S:
+        _from_minutes(db, out)
+        return out
+    b = max(bucket_s, 1e-3)
+    level = (
+        f"CASE WHEN throttle_reasons IS NULL OR throttle_reasons = '' THEN 0"
+        f" WHEN {_reason_case(_THERMAL_NAMES)} THEN {THERMAL}"
+        f" WHEN {_reason_case(_POWER_NAMES)} THEN {POWER_LIMITED} ELSE 0 END"
+    )
+    rows = db._query(  # noqa: SLF001 - the DB's own error mapping
+        f"SELECT gpu_index, CAST(time / ? AS INTEGER) AS bucket, min(temperature_c),"
+        f" max(temperature_c), min(100.0 * sm_clock_mhz / sm_clock_max_mhz),"
+        f" max(100.0 * sm_clock_mhz / sm_clock_max_mhz), max({level}), max(temp_slowdown_c),"
+        " max(temp_shutdown_c) FROM gpu_samples WHERE time >= ? AND time <= ?"
+        " GROUP BY gpu_index, bucket ORDER BY gpu_index, bucket",
+        (b, start, end),
+    )
+    for g, k, t_lo, t_hi, c_lo, c_hi, thr, slow, shut in rows:
+        out.gpus.setdefault(int(g), []).append(  # type: ignore[call-overload]
+            GpuBucket(
+                int(k) * b,
+                _f(t_lo),
+                _f(t_hi),
+                _f(c_lo),
+                _f(c_hi),
+                int(thr or 0),  # type: ignore[call-overload]
+                _f(slow),
+                _f(shut),
+            )  # fmt: skip
+        )
+    gen = db._query(  # noqa: SLF001
+        "SELECT CAST(time / ? AS INTEGER) AS bucket, avg(gen_tokens_per_s) FROM server_samples"
+        " WHERE time >= ? AND time <= ? GROUP BY bucket ORDER BY bucket",
+        (b, start, end),
+    )
+    out.gen.extend((int(k) * b, _f(v)) for k, v in gen)  # type: ignore[call-overload]
+    return out
+
+
+def _from_minutes(db: HistoryDB, out: PlotHistory) -> None:
+    """A day and more: the agent's per-minute aggregates (throttled minutes count as thermal:
+    the aggregate does not say which limit it was)."""
+    limits = {
+        int(g): (_f(mx), _f(sl), _f(sh))  # type: ignore[call-overload]
+        for g, mx, sl, sh in db._query(  # noqa: SLF001
+            "SELECT gpu_index, max(sm_clock_max_mhz), max(temp_slowdown_c), max(temp_shutdown_c)"
+            " FROM gpu_samples WHERE time >= ? AND time <= ? GROUP BY gpu_index",
+            (out.start - 86400.0 * 7, out.end),
+        )
+    }
+    rows = db._query(  # noqa: SLF001
+        "SELECT gpu_index, minute, temperature_c_min, temperature_c_max, sm_clock_mhz_min,"
+        " sm_clock_mhz_max, throttled_samples FROM gpu_minutes WHERE minute >= ? AND minute <= ?"
+        " ORDER BY gpu_index, minute",
+        (out.start - MINUTE_S, out.end),
+    )
+    for g, minute, t_lo, t_hi, c_lo, c_hi, throttled in rows:
+        gi = int(g)  # type: ignore[call-overload]
+        max_mhz, slow, shut = limits.get(gi, (None, None, None))
+
+        def pct(v: object, top: float | None = max_mhz) -> float | None:
+            return None if v is None or not top else 100.0 * float(v) / top  # type: ignore[arg-type]
+
+        out.gpus.setdefault(gi, []).append(
+            GpuBucket(
+                float(minute),
+                _f(t_lo),
+                _f(t_hi),
+                pct(c_lo),
+                pct(c_hi),  # type: ignore[arg-type]
+                THERMAL if throttled else NOT_THROTTLED,
+                slow,
+                shut,
+            )  # fmt: skip
+        )
+    gen = db._query(  # noqa: SLF001
+        "SELECT minute, gen_tokens_per_s_avg FROM server_minutes WHERE minute >= ? AND minute <= ?"
+        " ORDER BY minute",
+        (out.start - MINUTE_S, out.end),
+    )
+    out.gen.extend((float(m), _f(v)) for m, v in gen)  # type: ignore[arg-type]
+
+
+def read_plot_file(
+    path: str | Path, url: str | None, start: float, end: float, bucket_s: float
+) -> PlotHistory | None:
+    """`read_plot_history` of the DB at *path* when it records the server at *url* (None:
+    any server — replay); None when there is no readable DB of it."""
+    from llmtop.sources.replay import same_server  # replay reads plots too: no import loop
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        with HistoryDB.open(p, upgrade=False) as db:
+            if url is not None and not same_server(db.meta().get("url"), url):
+                return None
+            return read_plot_history(db, start, end, bucket_s)
+    except HistoryError:
+        return None
