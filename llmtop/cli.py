@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "agent": "record server, host and GPU samples to a history database, with no UI",
     "report": "what happened in the recorded history: throttling, alerts, restarts, VRAM, latency",
     "replay": "the dashboard over the recorded history, with a time cursor and event jumps",
+    "load": "load test a server: streaming requests at rising concurrency, TTFT/ITL, the knee",
+    "fleet": "every box a Prometheus knows, worst first: temperature, throttling, VRAM, tok/s",
     "demo": "set up and open the dashboard on a demo llama-server with a tiny model",
 }
 
