@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmtop.diagnosis.thermal import LIMITING
+from llmtop.snapshot import GpuSample, HostStats, ProcessStats, ServerStatus, Snapshot
 from llmtop.sources.history_db import HistoryDB, HistoryError
 
 # What a bucket's throttle column holds: the worst limit seen in it.
@@ -150,6 +151,49 @@ def _from_minutes(db: HistoryDB, out: PlotHistory) -> None:
         (out.start - MINUTE_S, out.end),
     )
     out.gen.extend((float(m), _f(v)) for m, v in gen)  # type: ignore[arg-type]
+
+
+def plot_snapshots(db: HistoryDB, start: float, end: float) -> list[Snapshot]:
+    """Thin snapshots of [start, end] holding only what the dashboard's sparklines plot
+    (tokens/s, CPU, GPU temperature and SM clock): three narrow range scans, ~10× cheaper than
+    rebuilding whole snapshots (replay refills 10 minutes of them after every jump)."""
+    gpus: dict[float, list[GpuSample]] = {}
+    for t, i, temp, sm in db._query(  # noqa: SLF001
+        "SELECT time, gpu_index, temperature_c, sm_clock_mhz FROM gpu_samples"
+        " WHERE time >= ? AND time <= ? ORDER BY time, gpu_index",
+        (start, end),
+    ):
+        gpus.setdefault(float(t), []).append(  # type: ignore[arg-type]
+            GpuSample(index=int(i), temperature_c=_f(temp), sm_clock_mhz=sm)  # type: ignore[call-overload, arg-type]
+        )
+    hosts = {
+        float(t): (cpu, pid, pcpu)  # type: ignore[arg-type]
+        for t, cpu, pid, pcpu in db._query(  # noqa: SLF001
+            "SELECT time, cpu_percent, process_pid, process_cpu_percent FROM host_samples"
+            " WHERE time >= ? AND time <= ?",
+            (start, end),
+        )
+    }
+    out = []
+    for t, gen, prompt in db._query(  # noqa: SLF001
+        "SELECT time, gen_tokens_per_s, prompt_tokens_per_s FROM server_samples"
+        " WHERE time >= ? AND time <= ? ORDER BY time",
+        (start, end),
+    ):
+        ts = float(t)  # type: ignore[arg-type]
+        cpu, pid, pcpu = hosts.get(ts, (None, None, None))
+        proc = ProcessStats(int(pid), _f(pcpu)) if pid is not None else None  # type: ignore[call-overload]
+        out.append(
+            Snapshot(
+                time=ts,
+                server=ServerStatus(
+                    url="", gen_tokens_per_s=_f(gen), prompt_tokens_per_s=_f(prompt)
+                ),
+                host=HostStats(cpu_percent=_f(cpu), process=proc),
+                gpus=tuple(gpus.get(ts, ())),
+            )
+        )
+    return out
 
 
 def read_plot_file(

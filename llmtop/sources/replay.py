@@ -23,11 +23,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmtop.diagnosis.alerts import AlertEngine
 from llmtop.diagnosis.history_report import GAP_INTERVALS, THROTTLE_REASONS
 from llmtop.snapshot import Snapshot
-from llmtop.sources.history_db import HistoryDB, HistoryError
+from llmtop.sources.history_db import EventRow, HistoryDB, HistoryError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from llmtop.sources.history_plot import PlotHistory
 
 # Play speeds: recorded seconds per wall second.
 SPEEDS = (1, 2, 5, 10, 30, 60, 120, 300, 600)
@@ -196,6 +200,26 @@ class ReplaySource:
             engine.feed_history(p for p in past if p.time < t)
             self._fed = t
             return dataclasses.replace(snap, thermal=engine.thermal(snap))
+
+    def snapshots_before(self, t: float, seconds: float) -> list[Snapshot]:
+        """Thin snapshots of [t - seconds, t], oldest first, with what the sparklines plot (the
+        plots' refill after a jump; llmtop.sources.history_plot.plot_snapshots). Blocking."""
+        from llmtop.sources.history_plot import plot_snapshots
+
+        with self._lock:
+            return plot_snapshots(self.db, t - seconds, t)
+
+    def plot_history(self, t: float, seconds: float, bucket_s: float) -> PlotHistory:
+        """The GPU plots' buckets of [t - seconds, t] (*bucket_s* 0: one per sample). Blocking."""
+        from llmtop.sources.history_plot import read_plot_history
+
+        with self._lock:
+            return read_plot_history(self.db, t - seconds, t, bucket_s or self.interval_s)
+
+    def log_events(self, t0: float, t1: float) -> list[EventRow]:
+        """The recorded events (OOM, restarts, load failures, exits …) of [t0, t1]. Blocking."""
+        with self._lock:
+            return self.db.events(t0, t1)
 
     def refresh(self) -> int:
         """Append samples the agent wrote after the end (follow mode); the count. Blocking."""

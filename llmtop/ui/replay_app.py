@@ -8,12 +8,19 @@ the snapshot is read from the DB in a thread, latest cursor wins (moves made whi
 coalesce into one more read).
 
 Keys: ←/→ one sample, PgUp/PgDn ±1 min, [ / ] previous/next event, g go to a time, space
-play/pause, + / - play speed. Actions that change the world say why they do nothing.
+play/pause, + / - play speed, w the GPU plots' window. Actions that change the world say why
+they do nothing.
+
+After a jump (or on opening) the plots are refilled with the window that ends at the cursor —
+the overview's last 10 minutes and the GPU plots' window, read in the same thread as the
+snapshot — so a jump into a throttle span shows what led to it, not an empty plot. The events
+strips show the recorded events (OOM, restart, load failure, exit …) up to the cursor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -23,9 +30,16 @@ from textual.widgets import Input, Tabs, TextArea
 
 from llmtop.model.timespec import parse_time
 from llmtop.session import Session
+from llmtop.snapshot import Snapshot
+from llmtop.sources.history_db import EventRow
+from llmtop.sources.history_plot import PlotHistory
+from llmtop.sources.logs import LogEvent, LogStore
 from llmtop.sources.replay import SPEEDS, ReplaySource, stamp
 from llmtop.ui.app import LlmtopApp
 from llmtop.ui.messages import SnapshotReady
+from llmtop.ui.panels.thermal import ThermalPanel
+from llmtop.ui.plot_windows import WINDOWS, Window
+from llmtop.ui.series import SERIES_LEN
 from llmtop.ui.widgets.title_bar import TitleBar
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -38,6 +52,29 @@ PLAY_TICK_S = 0.25
 # the jump); so does any move backwards.
 JUMP_SAMPLES = 10
 REPLAY_ACTIONS = frozenset({"step", "shift", "event", "goto", "play", "speed"})
+
+
+class RecordedLog(LogStore):
+    """The replay's log store: its events are the recording's, up to the cursor (what the
+    events strips show), instead of the live server's."""
+
+    def __init__(self, events: list[EventRow]) -> None:
+        super().__init__()
+        self.recorded: list[LogEvent] = []
+        self.cursor = float("-inf")
+        self.add_recorded(events)
+
+    def add_recorded(self, events: list[EventRow]) -> None:
+        known = {(e.time, e.kind, e.message) for e in self.recorded}
+        for e in events:
+            ev = LogEvent(e.time, e.kind, self.redactor(e.message), e.severity)
+            if (ev.time, ev.kind, ev.message) not in known:
+                self.recorded.append(ev)
+        self.recorded.sort(key=lambda e: e.time)
+
+    def events(self) -> list[LogEvent]:
+        times = [e.time for e in self.recorded]
+        return self.recorded[: bisect.bisect_right(times, self.cursor)]
 
 
 def _nothing(what: str) -> str:
@@ -68,6 +105,8 @@ class ReplayApp(LlmtopApp):
         clock: Callable[[], float] | None = None,
         log_lines: int = 10_000,
     ) -> None:
+        # The events strips show the recording's events (read once; follow mode adds to them).
+        session.log_store = RecordedLog(source.log_events(source.start, source.end))
         # auto_collect=False: nothing is started or polled; snapshots come from the source.
         super().__init__(session, clock=clock, log_lines=log_lines, auto_collect=False)
         self.source = source
@@ -103,23 +142,62 @@ class ReplayApp(LlmtopApp):
         try:
             while self._shown_index != self.source.index:
                 index = self.source.index
-                snap = await asyncio.to_thread(self.source.snapshot, index)
+                t, last = self.source.times[index], self._shown_time
+                jump = last is None or t < last or t - last > JUMP_SAMPLES * self.source.interval_s
+                window = self._plot_window()
+                snap, past, plots = await asyncio.to_thread(self._read, index, jump, window)
                 self._shown_index = index
                 if snap is None:
                     continue
-                last = self._shown_time
-                if last is not None and (
-                    snap.time < last or snap.time - last > JUMP_SAMPLES * self.source.interval_s
-                ):
-                    self._start_plots_afresh()
+                if jump:
+                    self._refill_plots(past, window, plots)
                 self._shown_time = snap.time
+                log = self.session.log_store
+                if isinstance(log, RecordedLog):
+                    log.cursor = snap.time
                 self.post_message(SnapshotReady(snap))
         except Exception as exc:  # noqa: BLE001 - a DB read failed: say so, keep the app
             self.notify(f"replay: {exc}", severity="error", timeout=10)
 
-    def _start_plots_afresh(self) -> None:
-        """Empty the plots' history (in place: every panel, the thermal one too, holds it)."""
+    def _read(
+        self, index: int, jump: bool, window: Window
+    ) -> tuple[Snapshot | None, list[Snapshot], PlotHistory | None]:
+        """In a thread: the snapshot at *index* and, after a jump, the plots' windows ending
+        there (the overview's 10 minutes, the GPU plots' *window*)."""
+        snap = self.source.snapshot(index)
+        if snap is None or not jump:
+            return snap, [], None
+        past = self.source.snapshots_before(snap.time, SERIES_LEN * self.source.interval_s)
+        plots = self.source.plot_history(snap.time, window.seconds, window.bucket_s)
+        return snap, past, plots
+
+    def _plot_window(self) -> Window:
+        panel = self._find("#thermal-panel")
+        return panel.window if isinstance(panel, ThermalPanel) else WINDOWS[0]
+
+    def _refill_plots(
+        self, past: list[Snapshot], window: Window, plots: PlotHistory | None
+    ) -> None:
+        """Start the plots afresh with the window before the cursor (no line drawn across the
+        jump): the history objects are emptied in place (every panel holds them) and refilled."""
         self.series.clear()
+        for snap in past[:-1]:
+            self.series.add_snapshot(snap)
+        panel = self._find("#thermal-panel")
+        if isinstance(panel, ThermalPanel):
+            panel.clear()
+            if plots is not None:
+                panel.load(window, plots)
+        self.prefill = past[:-1]  # a GPU tab mounted later records them too
+
+    async def fill_window(self, panel: ThermalPanel, window: Window) -> None:
+        """`w` in replay: the new window ends at the cursor, read from the recording."""
+        t = self.source.time
+        plots = await asyncio.to_thread(
+            self.source.plot_history, t, window.seconds, window.bucket_s
+        )
+        if panel.window.key == window.key:  # stepped samples since the jump stay; the rest
+            panel.load(window, plots)  # of the window comes before them
 
     def _refresh_title(self) -> None:
         src = self.source
@@ -210,8 +288,14 @@ class ReplayApp(LlmtopApp):
 
     async def _follow(self) -> None:
         at_end = self.source.at_end
+        old_end = self.source.end
         try:
             added = await asyncio.to_thread(self.source.refresh)
+            if added:
+                events = await asyncio.to_thread(self.source.log_events, old_end, self.source.end)
+                log = self.session.log_store
+                if isinstance(log, RecordedLog):
+                    log.add_recorded(events)
         except Exception as exc:  # noqa: BLE001 - e.g. the file went away; say so once
             self.notify(f"replay: {exc}", severity="warning", timeout=8)
             return
