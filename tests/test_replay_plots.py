@@ -140,3 +140,26 @@ async def test_w_in_replay_reads_the_hour_before_the_cursor(tmp_path: Path) -> N
             assert SPAN_MARK in marks  # the span at 300-360 s is inside the hour
     finally:
         source.close()
+
+
+def test_record_after_discovery_stores_the_servers_url(tmp_path: Path) -> None:
+    """`llmtop --record` with several discovered servers opens its recorder before the pick
+    (no URL yet): the URL stored is the one of the samples (the focused server), so the next
+    dashboard on it opens with the recording and replay's title names it."""
+    from llmtop.commands.dashboard import use_history
+    from llmtop.session import Session
+    from llmtop.sources.history_db import HistoryDB
+    from llmtop.sources.replay import read_prefill
+
+    path = tmp_path / "rec.sqlite"
+    session = Session(mode="none", url=None)
+    import argparse
+
+    assert use_history(session, argparse.Namespace(db=None, record=str(path))) is None
+    (recorder,) = session.recorders
+    for i in range(5):
+        recorder.on_snapshot(snap(time.time() - 10 + i))  # server url http://127.0.0.1:8080
+    recorder.close()
+    with HistoryDB.open(path) as db:
+        assert db.meta()["url"] == "http://127.0.0.1:8080"
+    assert len(read_prefill(path, "http://127.0.0.1:8080", time.time(), 3600)) == 5

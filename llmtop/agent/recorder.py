@@ -52,6 +52,7 @@ RETENTION_CHUNK_S = 6 * 3600.0
 SIZE_LOW_WATER = 0.9
 
 Statement = tuple[str, tuple[object, ...]]
+_META_URL_SQL = "INSERT OR REPLACE INTO meta VALUES ('url', ?)"
 
 
 class SinkError(Exception):
@@ -168,6 +169,9 @@ class HistoryRecorder:
         self.dropped = 0  # ticks lost because memory was full too
         self.ticks_written = 0
         self._open_alerts: set[tuple[str, float]] = set()
+        # meta's url: the server the samples are of. The dashboard opens its recorder before an
+        # operator picks one of several discovered servers, so it is written from the samples.
+        self.url: str | None = None
         self._seen_events: deque[tuple[float, str, str]] = deque(maxlen=1000)
         self._prev: Snapshot | None = None
         self._known_server: tuple[int | None, float | None] = (None, None)
@@ -219,11 +223,16 @@ class HistoryRecorder:
             raise SinkError(f"{p}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise SinkError(f"{p}: not a usable llmtop history database ({exc})") from None
-        return cls(p, conn, options, log_store=log_store, secrets=secrets, report=report)
+        rec = cls(p, conn, options, log_store=log_store, secrets=secrets, report=report)
+        rec.url = url or None
+        return rec
 
     # ------------------------------------------------------------------ the sink
     def on_snapshot(self, snap: Snapshot) -> None:
         statements = self._statements(snap)
+        if snap.server.url and snap.server.url != self.url:
+            self.url = snap.server.url
+            statements.append((_META_URL_SQL, (self.redact(snap.server.url),)))
         if len(self.pending) == self.pending.maxlen:
             self.dropped += 1  # memory is full too: the oldest unwritten tick goes
         self.pending.append(statements)
