@@ -283,11 +283,20 @@ def use_history(session: Session, args: argparse.Namespace) -> str | None:
     return None
 
 
-def run_dashboard(session: Session, *, log_lines: int = 10_000) -> int:
-    """Run the TUI on *session*; whatever happens, a supervised child does not outlive it."""
-    from llmtop.ui.app import create_app
+def run_dashboard(
+    session: Session, *, log_lines: int = 10_000, demo_load_s: float | None = None
+) -> int:
+    """Run the TUI on *session*; whatever happens, a supervised child does not outlive it.
+    *demo_load_s*: `llmtop demo`'s light periodic load (ui/demo_load.py)."""
+    from llmtop.ui.app import LlmtopApp, create_app
 
-    app = create_app(session, log_lines=log_lines)
+    app: LlmtopApp
+    if demo_load_s:
+        from llmtop.ui.demo_load import DemoApp
+
+        app = DemoApp(session, load_every_s=demo_load_s, log_lines=log_lines)
+    else:
+        app = create_app(session, log_lines=log_lines)
     # A terminal that vanishes (SSH drop) must end in the clean shutdown, not a hung writer.
     with contextlib.suppress(ImportError):  # POSIX only (termios)
         from llmtop.ui.terminal import driver_for

@@ -4,7 +4,8 @@ Finds llama-server (LLMTOP_LLAMA_SERVER, else the cached build under ~/.cache/ll
 it with the repository's scripts/get-llama-server.sh — about 11 minutes on 2 cores, once), writes
 the tiny model into ~/.cache/llmtop/demo/ and opens the dashboard supervising
 `llama-server -m tiny.gguf --port <free> --metrics -c 512 -lv 4` in child mode. Without an NVIDIA
-driver the GPU panels show a simulated GPU, labelled SIMULATED, when one can be built.
+driver the GPU panels show a simulated GPU, labelled SIMULATED, when one can be built. A light
+periodic load (a short prompt every 5 s, `--no-load` for none) makes tok/s and latency move.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-lines", type=int, default=10_000, metavar="N")
     parser.add_argument(
         "--print-argv", action="store_true", help="print the llama-server command and exit"
+    )
+    parser.add_argument(
+        "--no-load",
+        action="store_true",
+        help="no light periodic load (by default a short prompt every 5 s moves tok/s and latency)",
     )
 
 
@@ -136,4 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(session, str):
         print(f"llmtop demo: {session}", file=sys.stderr)
         return 2
-    return dashboard.run_dashboard(session, log_lines=args.log_lines)
+    from llmtop.ui.demo_load import DEMO_LOAD_S
+
+    load = None if args.no_load else DEMO_LOAD_S
+    return dashboard.run_dashboard(session, log_lines=args.log_lines, demo_load_s=load)
