@@ -38,3 +38,11 @@ def test_main_screen_80x24(snap_compare: object) -> None:
 
 def test_main_screen_160x48(snap_compare: object) -> None:
     assert _compare(snap_compare, (160, 48))
+
+
+def test_gpu_tab_80x24(snap_compare: object) -> None:
+    assert _compare(snap_compare, (80, 24), ("4",))
+
+
+def test_gpu_tab_160x48(snap_compare: object) -> None:
+    assert _compare(snap_compare, (160, 48), ("4",))
