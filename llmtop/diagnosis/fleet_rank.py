@@ -137,10 +137,13 @@ def host_of(labels: Mapping[str, str]) -> str:
 
 
 def short_scrape_error(text: str) -> str:
-    """Prometheus' scrape error without the request it failed on: `Get "http://…/metrics":
-    dial tcp …: connect: connection refused` → `dial tcp …: connect: connection refused`."""
+    """Prometheus' scrape error in the words that matter: `Get "http://…/metrics": dial tcp
+    10.0.0.9:9464: connect: connection refused` → `connection refused` (the table has the
+    instance already); other errors lose only the request prefix."""
     if text.startswith('Get "') and '": ' in text:
-        return text.split('": ', 1)[1]
+        text = text.split('": ', 1)[1]
+    if text.startswith("dial tcp") and ": " in text:
+        text = text.rsplit(": ", 1)[1]
     return text
 
 

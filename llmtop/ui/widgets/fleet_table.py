@@ -15,9 +15,10 @@ from textual.widgets import DataTable
 from llmtop.model.fleet import FleetRow
 from llmtop.model.units import DASH
 
-# (key, header, width)
+# (key, header, width); the host column is as wide as the longest host (HOST_WIDTH at most)
+HOST_WIDTH = (4, 24)
 COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("host", "host", 18),
+    ("host", "host", HOST_WIDTH[1]),
     ("gpu", "GPU", 3),
     ("state", "state", 8),
     ("temp", "temp", 5),
@@ -95,15 +96,28 @@ class FleetTable(DataTable[Text]):
         self._cells: dict[str, tuple[Text, ...]] = {}
         self._rows: dict[str, FleetRow] = {}
         self.rebuilds = 0  # full rebuilds (tests, benchmarks)
+        self._host_width = 0
+
+    def _columns(self, host_width: int) -> None:
+        """(Re)make the columns: the host column fits the longest host ("name ~" if stale)."""
+        if host_width == self._host_width:
+            return
+        self.clear(columns=True)
+        self._keys = []
+        self._host_width = host_width
+        for key, header, width in COLUMNS:
+            self.add_column(header, key=key, width=host_width if key == "host" else width)
 
     def on_mount(self) -> None:
-        for key, header, width in COLUMNS:
-            self.add_column(header, key=key, width=width)
+        if not self._host_width:
+            self._columns(HOST_WIDTH[0])
 
     def show_rows(self, rows: tuple[FleetRow, ...]) -> None:
         keys = [row_key(r) for r in rows]
         cells = {k: row_cells(r) for k, r in zip(keys, rows, strict=True)}
         self._rows = dict(zip(keys, rows, strict=True))
+        longest = max((len(r.host) + 2 for r in rows), default=0)
+        self._columns(max(HOST_WIDTH[0], min(HOST_WIDTH[1], longest)))
         if keys == self._keys:
             for k in keys:
                 old, new = self._cells[k], cells[k]
