@@ -31,6 +31,7 @@ from llmtop.operations.events import Done, Event, Progress, Rejected
 from llmtop.operations.models import ModelActions
 from llmtop.snapshot import ModelStatus, Snapshot, to_json_dict
 from llmtop.sources.llama_http import LlamaClient
+from llmtop.sources.logs import classify_level
 from llmtop.sources.router import is_router_listing, model_log_prefix, parse_models
 from tests.realserver import free_port, wait_healthy
 
@@ -288,3 +289,6 @@ async def test_child_log_lines_carry_the_port_prefix(router: Router) -> None:
     while prefix not in router.log() and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert prefix in router.log()
+    # a child's llama.cpp level letter still counts behind the router's prefix
+    warned = [ln for ln in router.log().splitlines() if ln.startswith(prefix) and " W " in ln]
+    assert warned and all(classify_level(ln) == "warning" for ln in warned)

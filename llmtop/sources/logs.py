@@ -138,9 +138,14 @@ def level_from_priority(priority: int | str | None) -> str | None:
 
 def classify_level(text: str) -> str:
     """debug | info | warning | error, from llama.cpp's prefix, else from words in the line."""
-    end = _prefix_end(text)
+    line = text
+    if text[:1] == "[":  # a router-mode server forwards each child's line as "[PORT] line"
+        close = text.find("] ", 1, 8)
+        if close > 1 and text[1:close].strip().isdigit():
+            line = text[close + 2 :]
+    end = _prefix_end(line)
     if end:
-        return _PREFIX_LEVEL[text[end - 2]]
+        return _PREFIX_LEVEL[line[end - 2]]
     low = text.lower()
     for w in _ERROR_WORDS:
         if w in low:

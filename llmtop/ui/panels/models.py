@@ -21,7 +21,7 @@ STATUS_STYLE = {
     "sleeping": "blue",
     "failed": "bold red",
 }
-ID_WIDTH = 16
+ID_WIDTH = 12
 
 
 def selected_model(models: tuple[ModelStatus, ...], selected: str | None) -> ModelStatus | None:
@@ -61,8 +61,11 @@ def model_row(m: ModelStatus, is_selected: bool) -> str:
     rate = fmt_rate(m.gen_tokens_per_s, "") if running else DASH
     vram = fmt_bytes(m.gpu_memory_bytes) if running else DASH
     # the status column is padded by its words, markup aside
-    pad = " " * max(1, 11 - len(m.status) - (len(f" ({m.exit_code})") if m.exit_code else 0))
-    return f"{mark} {escape(name):<{ID_WIDTH}} {status_words(m)}{pad}{slots:>5} {rate:>6} {vram:>9}"
+    shown = m.status + (
+        f" ({m.exit_code})" if m.status == "failed" and m.exit_code is not None else ""
+    )
+    pad = " " * max(1, 11 - len(shown))
+    return f"{mark} {escape(name):<{ID_WIDTH}} {status_words(m)}{pad}{slots:>5} {rate:>5} {vram:>8}"
 
 
 def model_table_lines(snapshot: Snapshot, selected: str | None) -> list[str]:
@@ -71,7 +74,7 @@ def model_table_lines(snapshot: Snapshot, selected: str | None) -> list[str]:
     models = s.models
     if not models:
         return ["[dim]the router lists no models (--models-dir / --models-preset)[/]"]
-    lines = [f"[dim]  {'model':<{ID_WIDTH}} {'state':<11}{'slots':>5} {'tok/s':>6} {'VRAM':>9}[/]"]
+    lines = [f"[dim]  {'model':<{ID_WIDTH}} {'state':<11}{'slots':>5} {'tok/s':>5} {'VRAM':>8}[/]"]
     chosen = selected_model(models, selected)
     for m in models:
         lines.append(model_row(m, chosen is not None and m.id == chosen.id))
