@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, dict, dict]] = {
         {},
         {"seconds": 10.0, "growth_hours": 1, "report_days": 1},
     ),
+    "multiserver": ("benchmarks.multi_server", {"seconds": 30.0}, {"seconds": 10.0, "repeat": 1}),
 }
 
 

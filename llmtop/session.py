@@ -221,6 +221,7 @@ class Session:
         monitor and alert rules (handed over in start())."""
         from llmtop.multi_server import MultiCollector, ProcessOnlySampler
 
+        collectors: list[Collector] = []
         for i, e in enumerate(self.servers):
             e.collector = build_collector(
                 e.url,
@@ -230,7 +231,8 @@ class Session:
                 pid_hint=e.pid_hint,
                 sampler=ProcessOnlySampler() if i else None,
             )
-        self.multi = MultiCollector([e.collector for e in self.servers], self.focus_index)
+            collectors.append(e.collector)
+        self.multi = MultiCollector(collectors, self.focus_index)
         self.collector = self.servers[self.focus_index].collector
 
     def use_unit(
@@ -429,9 +431,9 @@ class Session:
 
     # ------------------------------------------------------------------ data
     async def collect(self) -> Snapshot | None:
+        """One collector tick (None when not attached to anything yet)."""
         if self.multi is not None:
             return await self.multi.collect()
-        """One collector tick (None when not attached to anything yet)."""
         if self.collector is None:
             return None
         return await self.collector.collect()
