@@ -168,6 +168,17 @@ class GpuSample:
     # True when the server may use this GPU (CUDA_VISIBLE_DEVICES of the server, where known).
     used_by_server: bool | None = None
     server_memory_bytes: int | None = None
+    # Several servers (`llmtop --url A --url B`): the memory each one holds on this GPU, by the
+    # server's PID in the process list (only servers holding some; empty with one server).
+    server_memory_by_url: tuple[ServerMemory, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerMemory:
+    """One server's share of one GPU's memory (the GPU tab's attribution line)."""
+
+    url: str
+    used_memory_bytes: int
 
 
 @dataclass(frozen=True)
@@ -192,17 +203,6 @@ class ThermalEvent:
 
 @dataclass(frozen=True)
 class ThermalReport:
-    # Several servers (`llmtop --url A --url B`): the memory each one holds on this GPU, by the
-    # server's PID in the process list (only servers holding some; empty with one server).
-    server_memory_by_url: tuple[ServerMemory, ...] = ()
-
-
-@dataclass(frozen=True)
-class ServerMemory:
-    """One server's share of one GPU's memory (the GPU tab's attribution line)."""
-
-    url: str
-    used_memory_bytes: int
     """Verdict over a window: what limited the GPU, for how long, and what it cost."""
 
     window_s: float
@@ -243,6 +243,9 @@ class Snapshot:
     alerts: tuple[Alert, ...] = ()
     thermal: ThermalReport | None = None
     unit: UnitStatus | None = None
+    # Several servers: every watched server, in the server bar's order (`server` is the focused
+    # one, so one-server consumers read it as before). Empty with one server.
+    servers: tuple[ServerStatus, ...] = ()
 
 
 def _plain(value: Any) -> Any:
@@ -262,15 +265,12 @@ def _plain(value: Any) -> Any:
 def to_json_dict(snapshot: Snapshot) -> dict[str, Any]:
     """The documented JSON form of a snapshot (see README, "Snapshot schema")."""
     d = _plain(snapshot)
-    for slot, obj in zip(d["server"]["slots"], snapshot.server.slots, strict=True):
-        slot["context_used"] = obj.context_used
-    return d
-    # Several servers: every watched server, in the server bar's order (`server` is the focused
-    # one, so one-server consumers read it as before). Empty with one server.
-    servers: tuple[ServerStatus, ...] = ()
     # one server: the schema stays exactly as before the multi-server fields
     if not snapshot.servers:
         d.pop("servers", None)
     for gpu in d["gpus"]:
         if not gpu.get("server_memory_by_url"):
             gpu.pop("server_memory_by_url", None)
+    for slot, obj in zip(d["server"]["slots"], snapshot.server.slots, strict=True):
+        slot["context_used"] = obj.context_used
+    return d
