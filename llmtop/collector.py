@@ -53,9 +53,14 @@ from llmtop.sources.router import RouterWatch, with_model_vram
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from llmtop.diagnosis.checks import Check
     from llmtop.sources.gpu import GpuReading
 
 PID_LOOKUP_RETRY_S = 5.0
+
+
+# The host/process stats of a tick and the server pid they were read for.
+_HostResult = tuple[HostStats, int | None]
 
 
 class ServerProcess(Protocol):
@@ -132,9 +137,15 @@ class Collector:
         self._inflight: asyncio.Task[Snapshot] | None = None
         self._last_health: str | None = None
         self._unit_warning_since: dict[str, float] = {}
+        # `llmtop check`'s launch checks (ctx vs training context, Q2/Q3 of a large model,
+        # exposed without a key) for the spec they were computed for, and when each was first
+        # seen. Child and attach mode; a unit's own checks come with its status.
+        self._checked_spec: LaunchSpec | None = None
+        self._launch_checks: list[Check] = []
+        self._check_since: dict[str, float] = {}
         self._stopped_pid: int | None = None  # the server's process was stopped last tick
-        self._argv_pid: int | None = None  # the pid whose argv _argv is (attach mode)
-        self._argv: list[str] = []
+        self._argv_pid: int | None = None  # the pid _attached_spec was read from
+        self._attached_spec: LaunchSpec | None = None  # read from that pid (attach mode)
 
     @property
     def url(self) -> str:
@@ -171,7 +182,7 @@ class Collector:
         self._found_pid = pid_listening_on(self.client.url)
         return self._found_pid
 
-    def _host(self, pid: int | None, look_up: bool) -> tuple[HostStats, int | None]:
+    def _host(self, pid: int | None, look_up: bool) -> _HostResult:
         if look_up and pid is None:
             pid = self._lookup_pid()
         host = self._sampler.host(pid)
@@ -185,11 +196,34 @@ class Collector:
             pid = self._lookup_pid()
             if pid is not None:
                 host = self._sampler.host(pid)
-        if pid is not None and pid != self._argv_pid and self.server_spec() is None:
-            # attach mode: the server's own argv tells its --sleep-idle-seconds (read in this
-            # thread, once per pid)
-            self._argv_pid, self._argv = pid, _process_argv(pid)
+        if pid is not None and pid != self._argv_pid and self._own_spec() is None:
+            # attach mode: the server's own argv and environment are its launch spec (its
+            # --sleep-idle-seconds, --gpu-layers for the CPU-fallback rule, CUDA_VISIBLE_DEVICES);
+            # read in this thread, once per pid
+            self._argv_pid = pid
+            self._attached_spec = _process_spec(pid)
+        self._update_launch_checks()
         return host, pid
+
+    def _update_launch_checks(self) -> None:
+        """Run the launch checks again when the launch spec changed (in the host thread: the
+        GGUF header is read from disk, once per spec)."""
+        if self.unit_monitor is not None:
+            return  # the unit's checks (sources.unit_status.unit_checks) cover it
+        spec = self.server_spec()
+        if spec is None or spec == self._checked_spec:
+            return
+        self._checked_spec = spec
+        self._launch_checks = _launch_problems(spec)
+
+    def _launch_alerts(self, now: float) -> tuple[Alert, ...]:
+        checks = self._launch_checks
+        self._check_since = {c.name: self._check_since.get(c.name, now) for c in checks}
+        if not checks:
+            return ()
+        from llmtop.diagnosis.checks import check_alerts  # imported off start-up
+
+        return check_alerts(checks, self._check_since)
 
     # -- the tick ------------------------------------------------------------------------
     async def _collect(self) -> Snapshot:
@@ -226,7 +260,7 @@ class Collector:
 
         # a unit's MainPID is read this tick; the pid above may be from the last one
         self._tell_server(unit.main_pid if unit is not None and unit.main_pid else pid)
-        self.client.sleep_idle_s = self._sleep_idle_s(pid)
+        self._tell_client_about_sleep()
 
         rates = self._rates(server)
         server = dataclasses.replace(
@@ -271,13 +305,15 @@ class Collector:
             except Exception:  # noqa: BLE001
                 log.exception("alert_engine.evaluate() failed")
             snap = dataclasses.replace(snap, thermal=self._thermal(snap))
-        unit_alerts = self._unit_alerts(unit, now)
+        unit_alerts = (*self._unit_alerts(unit, now), *self._launch_alerts(now))
         if unit_alerts:
             snap = dataclasses.replace(snap, alerts=(*snap.alerts, *unit_alerts))
         self.last = snap
         return snap
 
-    async def _gather(self, pid: int | None, look_up: bool) -> tuple[object, object, object]:
+    async def _gather(
+        self, pid: int | None, look_up: bool
+    ) -> tuple[ServerStatus | Exception, _HostResult | Exception, UnitStatus | Exception | None]:
         """Server poll, host/process stats and unit status side by side (each result or its
         exception).
 
@@ -294,14 +330,14 @@ class Collector:
         )
         poll_f = None if self._stopped_pid is not None else loop.create_task(self.router.poll())
         try:
-            host_r: object
+            host_r: _HostResult | Exception
             try:
                 host_r = await host_f
             except Exception as exc:  # noqa: BLE001 - reported by the caller
                 host_r = exc
             stopped = _stopped_pid(host_r)
             self._stopped_pid = stopped
-            server_r: object
+            server_r: ServerStatus | Exception
             if stopped is not None:
                 if poll_f is not None:
                     poll_f.cancel()
@@ -322,7 +358,7 @@ class Collector:
                     raise
                 except Exception as exc:  # noqa: BLE001 - reported by the caller
                     server_r = exc
-            unit_r: object = None
+            unit_r: UnitStatus | Exception | None = None
             if unit_f is not None:
                 try:
                     unit_r = await unit_f
@@ -345,14 +381,23 @@ class Collector:
             log.exception("alert_engine.thermal() failed")
             return ThermalReport(window_s=0.0, verdict=f"thermal verdict failed: {exc}")
 
-    def server_spec(self) -> LaunchSpec | None:
-        """The server's LaunchSpec: the unit's ExecStart (the unit monitor's, never blocks),
-        else the supervised child's; None when attached."""
+    def _own_spec(self) -> LaunchSpec | None:
+        """The LaunchSpec llmtop controls: the unit's ExecStart (the unit monitor's, never
+        blocks), else the supervised child's; None when attached."""
         if self.unit_monitor is not None:
             return self.unit_monitor.spec
         if self.supervisor is not None:
             return self.supervisor.spec
         return None
+
+    def server_spec(self) -> LaunchSpec | None:
+        """The server's LaunchSpec: llmtop's own (unit, child), else — attached — the one read
+        from the server process's argv and environment (None until its process is known or
+        when they cannot be read: another user's process without root, a remote server)."""
+        own = self._own_spec()
+        if own is not None:
+            return own
+        return self._attached_spec  # of the last process found for the server
 
     def _tell_server(self, pid: int | None) -> None:
         """Tell the GPU sampler and the alert rules which process and launch spec the server is.
@@ -372,15 +417,19 @@ class Collector:
             except Exception:  # noqa: BLE001
                 log.exception("gpu_monitor.set_server() failed")
 
-    def _sleep_idle_s(self, pid: int | None) -> float | None:
-        """The server's --sleep-idle-seconds: from its launch spec (child, unit), else from the
-        argv of the process found for it (attach; read once per pid). The client then spaces
-        its activity-counting requests so that watching an idle server lets it fall asleep."""
+    def _tell_client_about_sleep(self) -> None:
+        """The server's --sleep-idle-seconds, from its launch spec (child, unit, or the argv of
+        the process found for it when attached): the client then spaces its activity-counting
+        requests so that watching an idle server lets it fall asleep. A server known to have
+        no --sleep-idle-seconds (the flag has no environment form) cannot fall asleep, so its
+        /props is not asked every tick: a third of the idle poll's CPU."""
         spec = self.server_spec()
-        argv = list(spec.argv) if spec is not None else None
-        if argv is None and pid is not None and pid == self._argv_pid:
-            argv = self._argv
-        return sleep_idle_seconds(argv or ())
+        argv = list(spec.argv) if spec is not None else []
+        self.client.sleep_idle_s = sleep_idle_seconds(argv)
+        # unknown argv, or one the unit's shell-like `$VAR` expansion fills in: it may sleep
+        self.client.may_sleep = (
+            spec is None or self.client.sleep_idle_s is not None or any("$" in a for a in argv)
+        )
 
     def _unit_alerts(self, unit: UnitStatus | None, now: float) -> tuple[Alert, ...]:
         """The unit's checks as alerts; each keeps the time its warning was first seen."""
@@ -406,9 +455,9 @@ class Collector:
         return self.last_rates
 
 
-def _stopped_pid(host_r: object) -> int | None:
+def _stopped_pid(host_r: _HostResult | Exception) -> int | None:
     """The server's pid when psutil says its process is stopped (SIGSTOP, a debugger)."""
-    proc = host_r[0].process if isinstance(host_r, tuple) else None
+    proc = host_r[0].process if not isinstance(host_r, Exception) else None
     if proc is not None and proc.status in ("stopped", "tracing-stop"):
         return int(proc.pid)
     return None
@@ -430,11 +479,36 @@ def sleep_idle_seconds(argv: list[str] | tuple[str, ...]) -> float | None:
     return seconds if seconds is not None and 0 < seconds < float("inf") else None
 
 
-def _process_argv(pid: int) -> list[str]:
-    """The process's argv (empty when it cannot be read: gone, another user's, not local)."""
+def _process_spec(pid: int) -> LaunchSpec | None:
+    """The launch spec of a running server from its argv and environment (None when its argv
+    cannot be read: gone, another user's, not local). The environment may hold an API key: it
+    stays inside the spec, whose every displayed form is redacted."""
     import psutil
 
     try:
-        return list(psutil.Process(pid).cmdline())
+        proc = psutil.Process(pid)
+        argv = proc.cmdline()
     except (psutil.Error, OSError):
-        return []
+        return None
+    if not argv:
+        return None
+    try:
+        env: dict[str, str] = proc.environ()
+    except (psutil.Error, OSError):
+        env = {}  # another user's process: argv is world-readable, the environment is not
+    return LaunchSpec.from_argv(argv, env)
+
+
+def _launch_problems(spec: LaunchSpec) -> list[Check]:
+    """The launch checks of *spec* that are not ok (the model's GGUF header read for the
+    training context and the quantisation; a model that cannot be read skips those two)."""
+    from llmtop.diagnosis.checks import launch_checks  # in the host thread, off start-up
+    from llmtop.sources.gguf_info import read_gguf_info
+
+    gguf = None
+    if spec.model:
+        try:
+            gguf = read_gguf_info(spec.model)
+        except Exception:  # noqa: BLE001 - any unreadable model: the checks that need it skip
+            gguf = None
+    return [c for c in launch_checks(spec, gguf) if c.status != "ok"]

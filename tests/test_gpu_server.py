@@ -124,6 +124,29 @@ async def test_cpu_fallback_alert_through_the_collector(
         await collector.aclose()
 
 
+async def test_cpu_fallback_alert_when_attached_reads_the_servers_own_argv(
+    nvml_sim: Callable[..., SimGpus], server_factory: Callable[..., RunningServer]
+) -> None:
+    """Attached by URL, llmtop is given no launch arguments: it reads the server process's
+    argv, so the CPU-fallback alert still fires (and the agent's exporter can raise it)."""
+    srv = server_factory("--gpu-layers", "35", "--metrics")
+    sim = nvml_sim(scenario(datacenter_gpu(processes=[])))
+    sim.at(1)
+    engine = AlertEngine(Thresholds(cpu_fallback_s=0.0, persistence_hint=False))
+    collector = Collector(
+        LlamaClient(srv.url), gpu_monitor=sim.monitor, alert_engine=engine, pid_hint=srv.pid
+    )
+    try:
+        snap = await collector.collect()
+        assert snap.server.health == "ok"
+        spec = collector.server_spec()
+        assert spec is not None and spec.gpu_layers == 35
+        fallback = [a for a in snap.alerts if a.kind == "cpu_fallback"]
+        assert fallback and "--gpu-layers 35" in fallback[0].message, snap.alerts
+    finally:
+        await collector.aclose()
+
+
 async def test_no_gpu_layers_requested_no_fallback_alert(
     nvml_sim: Callable[..., SimGpus], server_factory: Callable[..., RunningServer]
 ) -> None:

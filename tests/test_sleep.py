@@ -116,6 +116,35 @@ async def test_watching_an_awake_idle_server_lets_it_fall_asleep(
         await collector.aclose()
 
 
+async def test_props_is_asked_every_tick_only_of_a_server_that_can_sleep(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """/props each tick is the price of seeing sleep at once; a server whose argv llmtop read and
+    which has no --sleep-idle-seconds (the flag has no environment form) cannot fall asleep, so
+    it is asked /props every 30 s only — and still shows its model and slots on every tick."""
+    plain = server_factory("--metrics")
+    sleepy = server_factory("--sleep-idle-seconds", "30", "--metrics")
+    collectors = {
+        "plain": Collector(LlamaClient(plain.url), pid_hint=plain.pid),
+        "sleepy": Collector(LlamaClient(sleepy.url), pid_hint=sleepy.pid),
+        "found": Collector(LlamaClient(plain.url)),  # its process found by the port
+    }
+    # before a tick nothing is known of the server's argv: it may sleep
+    assert all(c.client.may_sleep for c in collectors.values())
+    try:
+        for c in collectors.values():
+            for _ in range(3):
+                snap = await c.collect()
+                assert snap.server.health == "ok" and snap.server.total_slots == 1
+                assert snap.server.model_path is not None
+        assert collectors["plain"].client.may_sleep is False
+        assert collectors["sleepy"].client.may_sleep is True
+        assert collectors["found"].client.may_sleep is False
+    finally:
+        for c in collectors.values():
+            await c.aclose()
+
+
 def test_sleep_idle_seconds_from_argv() -> None:
     assert sleep_idle_seconds(["llama-server", "--sleep-idle-seconds", "3"]) == 3.0
     assert sleep_idle_seconds(["llama-server", "--sleep-idle-seconds=90"]) == 90.0

@@ -15,6 +15,7 @@ from typing import Literal
 from llmtop.model.gguf import GgufInfo
 from llmtop.model.launch_spec import LaunchSpec
 from llmtop.model.units import fmt_bytes
+from llmtop.snapshot import Alert, Severity
 from llmtop.sources.host_facts import BinaryFacts, DeviceAccess, HostFacts
 
 Status = Literal["ok", "warning", "error"]
@@ -261,3 +262,17 @@ def launch_checks(
             out.append(q)
     out.append(exposure_check(spec))
     return out
+
+
+def check_alerts(checks: Sequence[Check], first_seen: Mapping[str, float]) -> tuple[Alert, ...]:
+    """The checks that are not ok as alerts (kind `check_<name>`, an error is critical), each
+    since the time it was first seen: the dashboard shows `llmtop check`'s findings about the
+    server's launch in its alerts strip, in the same words and with the same fix."""
+    out = []
+    for c in checks:
+        if c.status == "ok":
+            continue
+        severity: Severity = "critical" if c.status == "error" else "warning"
+        words = f"{c.message} — fix: {c.fix}" if c.fix else c.message
+        out.append(Alert(f"check_{c.name}", severity, words, first_seen.get(c.name, 0.0)))
+    return tuple(out)
