@@ -89,10 +89,20 @@ def gpu_plot(
     step = window.bucket_s or history.interval_s
     return PlotData(
         rows=(
-            PlotRow("temp °C", (Series(history.temperature(window, index, t0), "red"),),
-                    tuple(lines), weight=3, value=temp_now),
-            PlotRow("SM clk %", (Series(history.clock_pct(window, index, t0), "cyan"),),
-                    low=0.0, high=100.0, weight=2),
+            PlotRow(
+                "temp °C",
+                (Series(history.temperature(window, index, t0), "red"),),
+                tuple(lines),
+                weight=3,
+                value=temp_now,
+            ),
+            PlotRow(
+                "SM clk %",
+                (Series(history.clock_pct(window, index, t0), "cyan"),),
+                low=0.0,
+                high=100.0,
+                weight=2,
+            ),
             PlotRow("gen t/s", (Series(history.gen(window, t0), "green"),), low=0.0, weight=2),
         ),  # fmt: skip
         start=t0,
