@@ -4,6 +4,7 @@ listing the real servers' PIDs), and the attribution's arithmetic as a property.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from llmtop.collector import Collector
 from llmtop.commands.dashboard import _pairs, listed
 from llmtop.multi_server import MultiCollector, ProcessOnlySampler, attribute_gpu_memory
+from llmtop.session import DiscoveredTarget, Session
 from llmtop.snapshot import GpuProcess, GpuSample, ServerStatus
 from llmtop.sources.llama_http import LlamaClient
 from tests.nvml_sim.harness import SimGpus
@@ -207,3 +209,49 @@ def test_attribution_never_invents_memory(
         else:
             expected = sum(p.used_memory_bytes or 0 for p in procs if p.pid == s.pid)
         assert shares.get(s.url, 0) == expected
+
+
+def _dashboard_args(*argv: str) -> argparse.Namespace:
+    from llmtop.commands import dashboard
+
+    parser = argparse.ArgumentParser()
+    dashboard.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_child_mode_stays_one_server() -> None:
+    from llmtop.commands.dashboard import build_session
+
+    args = _dashboard_args("--url", "http://127.0.0.1:8080", "--url", "http://127.0.0.1:8081")
+    args.server_argv = ["llama-server", "-m", "m.gguf"]
+    assert build_session(args) == (
+        "child mode (-- llama-server …) runs one server: give at most one --url"
+    )
+
+
+def test_discovered_servers_open_together_each_with_its_key() -> None:
+    """What `llmtop` does when discovery finds several: every one is watched; a key found in
+    one server's argv is used for that server only; the focus wraps around."""
+    session = Session(mode="none", url=None)
+    session.open_several(
+        [
+            DiscoveredTarget("http://127.0.0.1:8080/", 101, "a", api_key="sk-a"),
+            DiscoveredTarget("http://127.0.0.1:8081", 102, "b"),
+        ]
+    )
+    assert [(e.url, e.pid_hint, e.mode) for e in session.servers] == [
+        ("http://127.0.0.1:8080", 101, "attach"),
+        ("http://127.0.0.1:8081", 102, "attach"),
+    ]
+    assert [e.api_key for e in session.servers] == ["sk-a", None]
+    assert (session.mode, session.url, session.api_key) == (
+        "attach",
+        "http://127.0.0.1:8080",
+        "sk-a",
+    )
+    entry = session.focus_server(1)
+    assert entry is session.servers[1]
+    assert (session.url, session.api_key, session.pid_hint) == ("http://127.0.0.1:8081", None, 102)
+    session.focus_server(2)  # wraps
+    assert session.url == "http://127.0.0.1:8080" and session.focus_index == 0
+    assert "sk-a" not in repr(session.servers[0])

@@ -117,6 +117,8 @@ def build_session(
     }
 
     urls, units = listed(args.url), listed(args.unit)
+    if server_argv and len(urls) > 1:
+        return "child mode (-- llama-server …) runs one server: give at most one --url"
     if server_argv:  # child mode stays one server
         from llmtop.control.supervisor import ChildSupervisor, RestartPolicy
         from llmtop.model.launch_spec import LaunchSpec, llama_env
