@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, dict, dict]] = {
     "nvml": ("benchmarks.nvml_bench", {}, {}),
     "journal": ("benchmarks.journal_bench", {}, {}),
     "exporter": ("benchmarks.exporter_bench", {}, {"scrapes": 100, "baseline_s": 3.0}),
+    "load": ("benchmarks.load_bench", {}, {"n": 5}),
     "replay": ("benchmarks.replay_bench", {}, {"days": 1, "presses": 5, "startup_runs": 2}),
     "agent": (
         "benchmarks.agent_bench",

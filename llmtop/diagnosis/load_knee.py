@@ -10,6 +10,9 @@ look alike from the client:
 - the hardware is the limit: every request has a slot, but batched decoding of many sequences
   slows each step. More slots do not help.
 
+The knee is the first level whose p95 TTFT is past both `CLIMB_FACTOR` times and
+`CLIMB_FLOOR_MS` more than the lowest p95 of the levels below it.
+
 Pure: levels in, a `Knee` with one sentence for the operator out. No I/O.
 """
 
@@ -44,7 +47,7 @@ class Knee:
     # True: at the knee or past it requests waited for a slot (--parallel limits); False: none
     # did; None: no knee, or no way to tell (no /metrics and no slot count)
     parallel_limited: bool | None
-    baseline_ttft_p95_ms: float | None
+    baseline_ttft_p95_ms: float | None  # the lowest p95 below the knee (of all levels: no knee)
     knee_ttft_p95_ms: float | None
     recommendation: str
 
@@ -90,19 +93,25 @@ def _limited(concurrency: int, deferred: int | None, total_slots: int | None) ->
 
 
 def _facts(lv: LevelPoint, total_slots: int | None) -> str:
+    """ "2 slots, 3 requests deferred" — or, when /metrics saw no queue but there were more
+    clients than slots, "2 slots for 4 requests at once" (some waited all the same)."""
+    over = total_slots is not None and lv.concurrency > total_slots
+    if over and not (lv.requests_deferred or 0) > 0:
+        return f"{_slots_words(total_slots)} for {lv.concurrency} requests at once"
     return f"{_slots_words(total_slots)}, {_deferred_words(lv.requests_deferred)}"
 
 
 def _knee_at(
-    measured: Sequence[LevelPoint], i: int, base_ms: float, total_slots: int | None
+    measured: Sequence[LevelPoint], i: int, base: LevelPoint, total_slots: int | None
 ) -> Knee:
-    """The knee is `measured[i]`: say what limits it there, or past it."""
-    base, lv = measured[0], measured[i]
+    """The knee is `measured[i]` (climbed past *base*): say what limits it there, or past it."""
+    lv = measured[i]
+    base_ms = float(base.ttft_p95_ms or 0.0)
     value = float(lv.ttft_p95_ms or 0.0)
     best = measured[i - 1].concurrency
     head = (
         f"p95 TTFT climbs at concurrency {lv.concurrency} "
-        f"({base_ms:.1f} → {value:.1f} ms, from concurrency {base.concurrency}); "
+        f"({base_ms:.1f} ms at concurrency {base.concurrency} → {value:.1f} ms); "
     )
     raise_it = (
         "raise --parallel (each slot then holds ctx-size / parallel of the context unless the "
@@ -147,20 +156,23 @@ def find_knee(
     factor: float = CLIMB_FACTOR,
     floor_ms: float = CLIMB_FLOOR_MS,
 ) -> Knee:
-    """The first concurrency whose p95 TTFT climbed past the lowest concurrency's, and why.
+    """The first concurrency whose p95 TTFT climbed past every lower concurrency's, and why.
 
     Levels are taken in concurrency order; levels without a TTFT (nothing finished) are left
-    out. The baseline is the lowest measured concurrency."""
+    out. A level is compared with the lowest p95 among the levels below it, so one slow request
+    at concurrency 1 (a p95 of two requests is nearly their maximum) does not hide the knee."""
     measured = sorted(
         (lv for lv in levels if _usable(lv.ttft_p95_ms)), key=lambda lv: lv.concurrency
     )
     if not measured:
         return Knee(None, None, None, None, None, "no level finished a request: no recommendation")
     base = measured[0]
-    base_ms = float(base.ttft_p95_ms or 0.0)
     for i, lv in enumerate(measured[1:], 1):
-        if climbed(base_ms, float(lv.ttft_p95_ms or 0.0), factor, floor_ms):
-            return _knee_at(measured, i, base_ms, total_slots)
+        if climbed(float(base.ttft_p95_ms or 0.0), float(lv.ttft_p95_ms or 0.0), factor, floor_ms):
+            return _knee_at(measured, i, base, total_slots)
+        if float(lv.ttft_p95_ms or 0.0) < float(base.ttft_p95_ms or 0.0):
+            base = lv
+    base_ms = float(base.ttft_p95_ms or 0.0)
     top = measured[-1]
     if len(measured) == 1:
         text = (
@@ -170,7 +182,7 @@ def find_knee(
     else:
         text = (
             f"no knee up to concurrency {top.concurrency}: p95 TTFT stays within {factor:g}× "
-            f"of concurrency {base.concurrency}'s ({base_ms:.1f} ms)"
+            f"of its lowest ({base_ms:.1f} ms at concurrency {base.concurrency})"
         )
     waited = [lv for lv in measured if _limited(lv.concurrency, lv.requests_deferred, total_slots)]
     if waited:

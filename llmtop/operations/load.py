@@ -380,12 +380,11 @@ class LoadRun:
                     )
                 )
 
-        seen: list[int] = []
         t0 = time.perf_counter()
         workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, count))]
-        sampler = (
-            asyncio.create_task(_sample_deferred(req, client, seen)) if sample_metrics else None
-        )
+        sampler = DeferredSampler(req, client) if sample_metrics else None
+        if sampler is not None:
+            sampler.start()
         _, pending = await asyncio.wait(workers, timeout=max(0.0, deadline - self._clock()))
         cut = bool(pending)
         if pending:
@@ -394,30 +393,62 @@ class LoadRun:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         duration = time.perf_counter() - t0
-        if sampler is not None:
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
-        deferred = max(seen) if seen else None
+        deferred = await sampler.stop() if sampler is not None else None
         secrets = (req.api_key,) if req.api_key else ()
         return level_of(concurrency, results, deferred, duration, secrets), cut
 
 
-async def _sample_deferred(
-    req: LoadRequest, client: httpx.AsyncClient | None, seen: list[int]
-) -> None:
-    """Ask /metrics for `requests_deferred` every interval until cancelled; a failed scrape is
-    skipped (the level's figure is the most seen over those that answered)."""
-    await asyncio.sleep(min(0.005, req.metrics_interval_s))
-    while True:
-        try:
-            status, body = await http_get(req.url, "/metrics", req.api_key, client)
-        except LoadError:
-            status, body = 0, ""
-        if status == 200:
-            value = parse_metrics(body).get("requests_deferred")
-            if value is not None and value >= 0:
-                seen.append(int(value))
-        await asyncio.sleep(req.metrics_interval_s)
+class DeferredSampler:
+    """Asks /metrics for `requests_deferred` while a level runs, one scrape in flight at a
+    time, `metrics_interval_s` apart; the level's figure is the most seen.
+
+    The first scrape waits one interval (the level's requests must reach the server's queue
+    first). A scrape sent during the level but answered after it still counts when it is the
+    only one: the server read the gauge when the scrape reached its queue, during the level.
+    A failed scrape is skipped; none answered at all is None (unknown)."""
+
+    def __init__(self, req: LoadRequest, client: httpx.AsyncClient | None) -> None:
+        self._req = req
+        self._client = client
+        self.seen: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight = False
+        self._answered = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> int | None:
+        """End sampling; the most deferred requests seen, or None when no scrape answered."""
+        if self._task is None:
+            return None
+        if not self.seen and self._in_flight:
+            try:
+                async with asyncio.timeout(GET_TIMEOUT_S):
+                    await self._answered.wait()
+            except TimeoutError:
+                pass
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        return max(self.seen) if self.seen else None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._req.metrics_interval_s)
+            self._in_flight = True
+            try:
+                status, body = await http_get(
+                    self._req.url, "/metrics", self._req.api_key, self._client
+                )
+            except LoadError:
+                status, body = 0, ""
+            finally:
+                self._in_flight = False
+            if status == 200:
+                value = parse_metrics(body).get("requests_deferred")
+                if value is not None and value >= 0:
+                    self.seen.append(int(value))
+            self._answered.set()
 
 
 async def http_get(

@@ -1,0 +1,108 @@
+"""What `llmtop load` adds to client TTFT: a concurrency-1 load request against a single probe.
+
+Target (issue 12): `load` adds ≤ 1 ms to client TTFT versus a single probe. Both go through
+`sources.probe.run_probe`; the load test adds its level machinery (worker tasks) and the
+/metrics sampler that asks for `requests_deferred` every 20 ms while the request runs. Pairs
+are interleaved (probe, load, probe, load …) against one real llama-server with /metrics on,
+so drift in the server or the machine hits both alike; the figure is the median of the
+per-pair differences.
+
+`python -m benchmarks.load_bench [--url URL] [-n 30] [--n-predict 16]` starts a real
+llama-server with the tiny model (tests.realserver) unless --url is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+from pathlib import Path
+
+from llmtop.operations.events import LoadFinished
+from llmtop.operations.load import DEFAULT_PROMPT, LoadRequest, LoadRun
+from llmtop.sources.probe import run_probe
+
+
+async def _pairs(url: str, n: int, n_predict: int) -> list[tuple[float, float]]:
+    """(probe TTFT ms, load TTFT ms) per pair."""
+    out: list[tuple[float, float]] = []
+    await run_probe(None, url, DEFAULT_PROMPT, 4)  # warm the server
+    req = LoadRequest(url, (1,), requests_per_level=1, n_predict=n_predict, max_seconds=60.0)
+    for _ in range(n):
+        probe = await run_probe(None, url, DEFAULT_PROMPT, n_predict)
+        event = await LoadRun().run(req)
+        if not isinstance(event, LoadFinished):
+            raise RuntimeError(f"load failed: {event}")
+        level = event.result.levels[0]
+        if probe.ttft_ms is None or level.ttft_p50_ms is None:
+            raise RuntimeError(f"no TTFT: probe {probe.error}, load {level.first_error}")
+        out.append((probe.ttft_ms, level.ttft_p50_ms))
+    return out
+
+
+def measure(url: str, n: int = 30, n_predict: int = 16) -> dict[str, float]:
+    pairs = asyncio.run(_pairs(url, n, n_predict))
+    return {
+        "pairs": len(pairs),
+        "probe_ttft_ms_median": statistics.median(p for p, _ in pairs),
+        "load_ttft_ms_median": statistics.median(x for _, x in pairs),
+        "diff_ms_median": statistics.median(x - p for p, x in pairs),
+    }
+
+
+def run(server_url: str | None = None, n: int = 30, n_predict: int = 16) -> list[dict[str, object]]:
+    """Rows for the benchmark table. Without a URL a real tiny-model server is started."""
+    if server_url is None:
+        with _server() as url:
+            return run(url, n, n_predict)
+    m = measure(server_url, n, n_predict)
+    diff = m["diff_ms_median"]
+    name = "load"
+    return [
+        dict(benchmark=name, metric="pairs (probe, concurrency-1 load request)",
+             value=f"{m['pairs']:.0f} × {n_predict} tokens", target="", ok=None),
+        dict(benchmark=name, metric="client TTFT median: probe / load",
+             value=f"{m['probe_ttft_ms_median']:.2f} / {m['load_ttft_ms_median']:.2f} ms",
+             target="", ok=None),
+        dict(benchmark=name, metric="median(load TTFT − probe TTFT), paired",
+             value=f"{diff:+.3f} ms", target="≤ 1 ms", ok=diff <= 1.0),
+    ]  # fmt: skip
+
+
+class _server:
+    """A real llama-server with the tiny model and /metrics on, for the benchmark's duration."""
+
+    def __enter__(self) -> str:
+        from llmtop.demo.tiny_model import write_tiny_model
+        from tests.realserver import find_llama_server, start_llama_server
+
+        binary = find_llama_server()
+        if binary is None:
+            raise RuntimeError("no llama-server: run scripts/get-llama-server.sh")
+        self._tmp = tempfile.TemporaryDirectory(prefix="llmtop-bench-")
+        tmp = Path(self._tmp.name)
+        model = write_tiny_model(tmp / "tiny.gguf")
+        self._srv = start_llama_server(binary, model, ["--metrics"], log_dir=tmp)
+        return self._srv.url
+
+    def __exit__(self, *exc: object) -> None:
+        self._srv.stop()
+        self._tmp.cleanup()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.load_bench")
+    ap.add_argument("--url", default=None, help="existing server (default: start a tiny one)")
+    ap.add_argument("-n", type=int, default=30)
+    ap.add_argument("--n-predict", type=int, default=16)
+    args = ap.parse_args()
+    for r in run(args.url, args.n, args.n_predict):
+        met = {True: "yes", False: "NO", None: ""}[r["ok"]]  # type: ignore[index]
+        print(f"{str(r['metric']).ljust(44)}  {str(r['value']).ljust(24)}  "
+              f"{str(r['target']).ljust(8)}  {met}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
