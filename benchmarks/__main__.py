@@ -26,14 +26,18 @@ BENCHMARKS: dict[str, tuple[str, dict, dict]] = {
     "nvml": ("benchmarks.nvml_bench", {}, {}),
     "journal": ("benchmarks.journal_bench", {}, {}),
     "exporter": ("benchmarks.exporter_bench", {}, {"scrapes": 100, "baseline_s": 3.0}),
-    "load": ("benchmarks.load_bench", {}, {"n": 5}),
+    "load": ("benchmarks.load_bench", {}, {"n": 5, "per_pair": 3}),
     "replay": ("benchmarks.replay_bench", {}, {"days": 1, "presses": 5, "startup_runs": 2}),
     "agent": (
         "benchmarks.agent_bench",
         {},
         {"seconds": 10.0, "growth_hours": 1, "report_days": 1},
     ),
-    "multiserver": ("benchmarks.multi_server", {"seconds": 30.0}, {"seconds": 10.0, "repeat": 1}),
+    "multiserver": (
+        "benchmarks.multi_server",
+        {"seconds": 30.0},
+        {"seconds": 10.0, "repeat": 1, "ticks": 30},
+    ),
 }
 
 
