@@ -35,7 +35,36 @@ def _argv(servers: list[RunningServer]) -> list[str]:
     return argv
 
 
-def run(seconds: float = 30.0, repeat: int = 3) -> list[dict]:
+def _tick_cpu_ms(urls: list[str], ticks: int) -> float:
+    """Collector CPU (all threads) per tick, in this process: one collector per server as the
+    dashboard builds them (the first samples the host, the others their process only)."""
+    import asyncio
+    import time
+
+    from llmtop.multi_server import MultiCollector, ProcessOnlySampler
+    from llmtop.session import build_collector
+
+    async def measure() -> float:
+        collectors = [
+            build_collector(u, None, sampler=ProcessOnlySampler() if i else None)
+            for i, u in enumerate(urls)
+        ]
+        multi = MultiCollector(collectors)
+        try:
+            for _ in range(3):  # connections open, pids found, argv read
+                await (multi.collect() if len(urls) > 1 else collectors[0].collect())
+            cpu0 = time.process_time()
+            for _ in range(ticks):
+                await (multi.collect() if len(urls) > 1 else collectors[0].collect())
+                await asyncio.sleep(0.1)
+            return (time.process_time() - cpu0) * 1000.0 / ticks
+        finally:
+            await multi.aclose()
+
+    return asyncio.run(measure())
+
+
+def run(seconds: float = 30.0, repeat: int = 3, ticks: int = 100) -> list[dict]:
     binary = find_llama_server()
     if binary is None:
         raise SystemExit("no llama-server: run scripts/get-llama-server.sh")
@@ -62,6 +91,10 @@ def run(seconds: float = 30.0, repeat: int = 3) -> list[dict]:
                 four.append(r.cpu_percent_of_core)
                 if r.marker_s is None:
                     print("multi_server: the bar never showed the 4th server", file=sys.stderr)
+            tick1 = statistics.median(_tick_cpu_ms([servers[0].url], ticks) for _ in range(repeat))
+            tick4 = statistics.median(
+                _tick_cpu_ms([s.url for s in servers], ticks) for _ in range(repeat)
+            )
             cpu1, cpu4 = statistics.median(one), statistics.median(four)
             title = f"several servers (idle, 1 s, 160×48, {seconds:.0f} s)"
             rows.append(
@@ -80,6 +113,15 @@ def run(seconds: float = 30.0, repeat: int = 3) -> list[dict]:
                     value=_cpu(four),
                     target="≤ 2 %",
                     ok=cpu4 <= 2.0,
+                )
+            )
+            rows.append(
+                dict(
+                    benchmark=f"collector tick, {ticks} ticks (in process)",
+                    metric=f"CPU per tick, 1 / {SERVERS} servers",
+                    value=f"{tick1:.2f} / {tick4:.2f} ms ({tick4 / tick1:.2f} ×)",
+                    target=f"≤ {SERVERS} ×",
+                    ok=tick4 <= SERVERS * tick1,
                 )
             )
             ratio = cpu4 / cpu1 if cpu1 > 0 else float("inf")
