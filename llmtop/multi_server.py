@@ -186,7 +186,8 @@ def attribute_gpu_memory(
 ) -> tuple[GpuSample, ...]:
     """Each GPU with the memory each server holds on it (`server_memory_by_url`, servers
     holding some only). The focused server's share is the GPU monitor's own figure (its process
-    and children); another server's is its PID's line in NVML's process list."""
+    and children); another server's is its PID's line in NVML's process list (a router's: its
+    models' child processes' too)."""
     out: list[GpuSample] = []
     for g in gpus:
         shares: list[ServerMemory] = []
@@ -203,9 +204,13 @@ def _share(g: GpuSample, server: ServerStatus, focused: bool) -> int | None:
         return None
     if focused and g.server_memory_bytes is not None:
         return g.server_memory_bytes
-    if g.processes is None or server.pid is None:
+    # a router's models run as its children: their memory is the router's
+    pids = {m.pid for m in server.models if m.pid is not None}
+    if server.pid is not None:
+        pids.add(server.pid)
+    if g.processes is None or not pids:
         return None
-    return sum(p.used_memory_bytes or 0 for p in g.processes if p.pid == server.pid)
+    return sum(p.used_memory_bytes or 0 for p in g.processes if p.pid in pids)
 
 
 def _as_servers(g: GpuSample, url: str) -> GpuSample:

@@ -255,3 +255,18 @@ def test_discovered_servers_open_together_each_with_its_key() -> None:
     session.focus_server(2)  # wraps
     assert session.url == "http://127.0.0.1:8080" and session.focus_index == 0
     assert "sk-a" not in repr(session.servers[0])
+
+
+def test_a_routers_models_memory_is_the_routers() -> None:
+    """A router-mode server's models run as child llama-servers: their lines count for it."""
+    from llmtop.snapshot import ModelStatus
+
+    g = GpuSample(index=0, processes=(GpuProcess(5, GiB), GpuProcess(7, 2 * GiB)))
+    chat = ServerStatus(url="http://a", pid=3)
+    router = ServerStatus(
+        url="http://r", pid=4, router=True, models=(ModelStatus("m", "loaded", pid=7),)
+    )
+    (out,) = attribute_gpu_memory([g], [chat, router], 0)
+    assert [(m.url, m.used_memory_bytes) for m in out.server_memory_by_url] == [
+        ("http://r", 2 * GiB)
+    ]
