@@ -134,7 +134,11 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(req, str):
         print(f"llmtop load: {req}", file=sys.stderr)
         return 2
-    event = asyncio.run(LoadRun().run(req, _progress_printer(quiet=bool(args.json))))
+    try:
+        event = asyncio.run(LoadRun().run(req, _progress_printer(quiet=bool(args.json))))
+    except KeyboardInterrupt:  # Ctrl-C: the requests in flight are closed with the loop
+        print("llmtop load: interrupted", file=sys.stderr)
+        return 130
     if isinstance(event, Failed | Rejected):
         print(f"llmtop load: {event.reason}", file=sys.stderr)
         return 2
