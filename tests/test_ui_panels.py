@@ -343,7 +343,10 @@ async def test_periodic_probe_fires_real_probes_until_toggled_off(
     for probe in probes:
         assert probe.ok and probe.tokens > 0, probe
         assert probe.started_at >= started and probe.ttft_ms is not None
-    assert probes[1].started_at - probes[0].started_at >= 0.9  # on the timer, not back to back
+    # on the 1 s timer, not back to back: a start may lag its tick under load (a worker starts
+    # it), so the spacing is checked with slack and the count against the time they took
+    assert probes[1].started_at - probes[0].started_at >= 0.5
+    assert len(probes) <= (probes[-1].started_at - started) / 1.0 + 1
     # the server counted them: its /metrics says it generated (at least) those tokens
     assert _tokens_predicted(llama_server) >= before + sum(p.tokens for p in probes)
 

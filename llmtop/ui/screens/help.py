@@ -11,23 +11,23 @@ from textual.widgets import Static
 KEYS: tuple[tuple[str, str], ...] = (
     ("1 … 5", "tabs: Overview, Logs, Prompt/Latency, GPU/Thermal, Tuning"),
     ("tab / shift+tab", "move focus"),
-    ("<  >", "several servers: focus the previous / next one in the server bar"),
+    ("<  >", "several servers: focus the previous / next one"),
     ("r", "restart the server (asks first; child or unit mode only)"),
-    ("s", "stop the server (asks first)"),
-    ("S", "start the server"),
+    ("s  S", "stop (asks first) / start the server"),
     ("R", "revert llmtop's unit drop-in (asks first; unit mode only)"),
     ("m", "router mode: select the next model in the model table"),
-    ("L  U", "router mode: load / unload the selected model (asks first)"),
-    ("l", "router mode: the Logs tab shows the selected model's lines only"),
+    ("L  U", "router mode: load / unload the selected model (asks)"),
+    ("l", "router mode: Logs tab shows only that model's lines"),
     ("p", "fire a probe with the prompt panel's settings"),
     ("P", "toggle the periodic probe (every 30 s)"),
     ("escape", "cancel a running probe / close search"),
-    ("/", "search the logs (Enter filters, Esc clears)"),
-    ("f", "follow / pause the logs"),
-    ("w", "GPU plots: window 5 min → 1 h → 24 h (from the history DB when there is one)"),
+    ("/  f", "search logs (Enter filters, Esc clears) / follow"),
+    ("w", "GPU plots: window 5 min → 1 h → 24 h (from history)"),
     ("?  F1", "this help"),
     ("q  ctrl+c", "quit (a supervised child is stopped cleanly)"),
 )
+# The box shows 20 rows at 80×24 (title, blank, the keys, blank, "Esc closes"): at most 16 keys,
+# each line within the box's 74 columns, so nothing scrolls or wraps on the smallest terminal.
 
 
 class HelpScreen(ModalScreen[None]):
