@@ -66,11 +66,15 @@ async def test_two_urls_show_the_bar_and_the_focus_key_switches_the_server(
         assert "  2 ● ok" in lines[1] and "embed" in lines[1] and embed.url in lines[1]
         assert "model    chat" in screen_text(app)  # the server panel shows the focused one
         assert app.latest is not None and app.latest.server.url == chat.url
+        await wait_until(pilot, lambda: len(app.series.times) >= 2)  # chat's plot history
+        switched_at = app.latest.time
 
         await pilot.press("greater_than_sign")
         await wait_until(
             pilot, lambda: app.latest is not None and app.latest.server.url == embed.url
         )
+        # the overview's sparklines start afresh: nothing of chat's is plotted as embed's
+        assert all(t > switched_at for t in app.series.times)
         await pilot.pause(0.1)
         assert session.url == embed.url and session.mode == "attach"
         text = screen_text(app)

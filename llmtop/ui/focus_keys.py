@@ -20,6 +20,7 @@ from llmtop.ui.widgets.server_bar import ServerBar
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from llmtop.session import Session
     from llmtop.snapshot import Snapshot
+    from llmtop.ui.series import DashboardHistory
 
     _AppBase = App[None]
 else:
@@ -36,6 +37,7 @@ class FocusKeys(_AppBase):
 
     if TYPE_CHECKING:  # provided by LlmtopApp
         session: Session
+        series: DashboardHistory
 
         def _tick(self) -> None: ...
 
@@ -61,6 +63,8 @@ class FocusKeys(_AppBase):
         entry = session.focus_server(session.focus_index + step)
         if entry is None:
             return
+        # the overview's sparklines (tok/s, the server's CPU) were the other server's: afresh
+        self.series.clear()
         self.notify(f"server {session.focus_index + 1}: {entry.url} ({entry.mode})", timeout=2)
         self._refresh_title()
         self._tick()  # the focused server on screen now (or on the next tick if one runs)
