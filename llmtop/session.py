@@ -230,6 +230,7 @@ class Session:
                 unit_monitor=e.unit_monitor,
                 pid_hint=e.pid_hint,
                 sampler=ProcessOnlySampler() if i else None,
+                router=self.router,  # --router: every server is a router (else each is found out)
             )
             collectors.append(e.collector)
         self.multi = MultiCollector(collectors, self.focus_index)
@@ -388,9 +389,8 @@ class Session:
     def feed_history(self, snapshots: list[Snapshot]) -> None:
         """The recorded past into the alert engine's thermal window (its verdict then covers
         it from the first tick). Call before the first collect; cheap but O(samples)."""
-        feed = getattr(self.alert_engine, "feed_history", None)
-        if feed is not None and snapshots:
-            feed(snapshots)
+        if self.alert_engine is not None and snapshots:
+            self.alert_engine.feed_history(snapshots)
 
     def record(self, snap: Snapshot) -> None:
         """Hand *snap* to the recorders on their own thread (one small transaction each, in
