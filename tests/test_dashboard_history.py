@@ -6,6 +6,7 @@ recorder, so the recording replays and prefills like an agent's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +14,20 @@ from pathlib import Path
 from llmtop.agent.recorder import HistoryRecorder, RecorderOptions
 from llmtop.commands.dashboard import use_history
 from llmtop.session import Session, make_alert_engine
+from llmtop.snapshot import Snapshot
 from llmtop.sources.history_db import HistoryDB
 from llmtop.ui.app import create_app
 from llmtop.ui.series import SERIES_LEN
 from tests.realserver import RunningServer
-from tests.test_history_db import snap
+from tests.test_history_db import snap as _snap
 
 DEAD_URL = "http://127.0.0.1:9"  # nothing listens: the live snapshots say unreachable
+
+
+def snap(t: float, url: str = DEAD_URL, **kw: object) -> Snapshot:
+    """A recorded sample of the server at *url* (the recorder files samples by their URL)."""
+    s = _snap(t, **kw)  # type: ignore[arg-type]
+    return dataclasses.replace(s, server=dataclasses.replace(s.server, url=url))
 
 
 async def wait_until(pilot: object, cond: Callable[[], object], timeout: float = 30.0) -> None:
@@ -36,7 +44,7 @@ def recorded(path: Path, url: str, minutes: int = 20) -> float:
     rec = HistoryRecorder.open(path, RecorderOptions(), url=url, report=lambda _line: None)
     start = now - minutes * 60 - 2
     for i in range(minutes * 60):
-        rec.on_snapshot(snap(start + i, gen=40.0 + i % 5, temp=60.0 + i % 20))
+        rec.on_snapshot(snap(start + i, url, gen=40.0 + i % 5, temp=60.0 + i % 20))
     rec.close()
     return start
 

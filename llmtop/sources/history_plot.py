@@ -64,7 +64,23 @@ def _reason_case(names: tuple[str, ...]) -> str:
 
 
 def _f(v: object) -> float | None:
-    return None if v is None else float(v)  # type: ignore[arg-type]
+    """A SQLite number as a float (None for NULL or anything that is not a number)."""
+    return float(v) if isinstance(v, int | float) else None
+
+
+def _i(v: object) -> int:
+    """A SQLite integer column (gpu_index, bucket): an int (0 if it is not a number)."""
+    return int(v) if isinstance(v, int | float) else 0
+
+
+def _oi(v: object) -> int | None:
+    """A nullable SQLite integer column (a pid, a clock): an int or None."""
+    return int(v) if isinstance(v, int | float) else None
+
+
+def _t(v: object) -> float:
+    """A NOT NULL time or minute column as a float."""
+    return float(v) if isinstance(v, int | float) else 0.0
 
 
 def read_plot_history(db: HistoryDB, start: float, end: float, bucket_s: float) -> PlotHistory:
@@ -88,14 +104,14 @@ def read_plot_history(db: HistoryDB, start: float, end: float, bucket_s: float) 
         (b, start, end),
     )
     for g, k, t_lo, t_hi, c_lo, c_hi, thr, slow, shut in rows:
-        out.gpus.setdefault(int(g), []).append(  # type: ignore[call-overload]
+        out.gpus.setdefault(_i(g), []).append(
             GpuBucket(
-                int(k) * b,
+                _i(k) * b,
                 _f(t_lo),
                 _f(t_hi),
                 _f(c_lo),
                 _f(c_hi),
-                int(thr or 0),  # type: ignore[call-overload]
+                _i(thr),
                 _f(slow),
                 _f(shut),
             )  # fmt: skip
@@ -105,7 +121,7 @@ def read_plot_history(db: HistoryDB, start: float, end: float, bucket_s: float) 
         " WHERE time >= ? AND time <= ? GROUP BY bucket ORDER BY bucket",
         (b, start, end),
     )
-    out.gen.extend((int(k) * b, _f(v)) for k, v in gen)  # type: ignore[call-overload]
+    out.gen.extend((_i(k) * b, _f(v)) for k, v in gen)
     return out
 
 
@@ -113,7 +129,7 @@ def _from_minutes(db: HistoryDB, out: PlotHistory) -> None:
     """A day and more: the agent's per-minute aggregates (throttled minutes count as thermal:
     the aggregate does not say which limit it was)."""
     limits = {
-        int(g): (_f(mx), _f(sl), _f(sh))  # type: ignore[call-overload]
+        _i(g): (_f(mx), _f(sl), _f(sh))
         for g, mx, sl, sh in db._query(  # noqa: SLF001
             "SELECT gpu_index, max(sm_clock_max_mhz), max(temp_slowdown_c), max(temp_shutdown_c)"
             " FROM gpu_samples WHERE time >= ? AND time <= ? GROUP BY gpu_index",
@@ -127,19 +143,20 @@ def _from_minutes(db: HistoryDB, out: PlotHistory) -> None:
         (out.start - MINUTE_S, out.end),
     )
     for g, minute, t_lo, t_hi, c_lo, c_hi, throttled in rows:
-        gi = int(g)  # type: ignore[call-overload]
+        gi = _i(g)
         max_mhz, slow, shut = limits.get(gi, (None, None, None))
 
         def pct(v: object, top: float | None = max_mhz) -> float | None:
-            return None if v is None or not top else 100.0 * float(v) / top  # type: ignore[arg-type]
+            fv = _f(v)
+            return None if fv is None or not top else 100.0 * fv / top
 
         out.gpus.setdefault(gi, []).append(
             GpuBucket(
-                float(minute),
+                _t(minute),
                 _f(t_lo),
                 _f(t_hi),
                 pct(c_lo),
-                pct(c_hi),  # type: ignore[arg-type]
+                pct(c_hi),
                 THERMAL if throttled else NOT_THROTTLED,
                 slow,
                 shut,
@@ -150,7 +167,7 @@ def _from_minutes(db: HistoryDB, out: PlotHistory) -> None:
         " ORDER BY minute",
         (out.start - MINUTE_S, out.end),
     )
-    out.gen.extend((float(m), _f(v)) for m, v in gen)  # type: ignore[arg-type]
+    out.gen.extend((_t(m), _f(v)) for m, v in gen)
 
 
 def plot_snapshots(db: HistoryDB, start: float, end: float) -> list[Snapshot]:
@@ -163,11 +180,11 @@ def plot_snapshots(db: HistoryDB, start: float, end: float) -> list[Snapshot]:
         " WHERE time >= ? AND time <= ? ORDER BY time, gpu_index",
         (start, end),
     ):
-        gpus.setdefault(float(t), []).append(  # type: ignore[arg-type]
-            GpuSample(index=int(i), temperature_c=_f(temp), sm_clock_mhz=sm)  # type: ignore[call-overload, arg-type]
+        gpus.setdefault(_t(t), []).append(
+            GpuSample(index=_i(i), temperature_c=_f(temp), sm_clock_mhz=_oi(sm))
         )
     hosts = {
-        float(t): (cpu, pid, pcpu)  # type: ignore[arg-type]
+        _t(t): (cpu, pid, pcpu)
         for t, cpu, pid, pcpu in db._query(  # noqa: SLF001
             "SELECT time, cpu_percent, process_pid, process_cpu_percent FROM host_samples"
             " WHERE time >= ? AND time <= ?",
@@ -180,9 +197,10 @@ def plot_snapshots(db: HistoryDB, start: float, end: float) -> list[Snapshot]:
         " WHERE time >= ? AND time <= ? ORDER BY time",
         (start, end),
     ):
-        ts = float(t)  # type: ignore[arg-type]
+        ts = _t(t)
         cpu, pid, pcpu = hosts.get(ts, (None, None, None))
-        proc = ProcessStats(int(pid), _f(pcpu)) if pid is not None else None  # type: ignore[call-overload]
+        pid_i = _oi(pid)
+        proc = ProcessStats(pid_i, _f(pcpu)) if pid_i is not None else None
         out.append(
             Snapshot(
                 time=ts,

@@ -428,9 +428,10 @@ class RouterWatch:
         except asyncio.CancelledError:
             abort.abort()
             raise
-        answers = [*answers, *([None] * (len(paths) - len(answers)))]
+        padded: list[raw_http.Answer | raw_http.RawHTTPError | None] = [*answers]
+        padded += [None] * (len(paths) - len(answers))  # not asked
         out: list[Fetched] = []
-        for path, answer in zip(paths, answers, strict=True):
+        for path, answer in zip(paths, padded, strict=True):
             if answer is None or isinstance(answer, raw_http.RawHTTPError):
                 out.append(Fetched(path, None, error=f"{path}: {answer or 'not asked'}"))
                 continue

@@ -326,7 +326,7 @@ class ReplayApp(LlmtopApp):
     def action_toggle_periodic(self) -> None:
         self.notify(_nothing("probe"), severity="warning")
 
-    def start_probe(self, request: ProbeRequest) -> None:
+    def start_probe(self, request: ProbeRequest, *, confirmed: bool = False) -> None:
         self.notify(_nothing("probe"), severity="warning")
 
     def _switch_tab(self, pane: str) -> None:
