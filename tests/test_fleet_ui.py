@@ -85,9 +85,9 @@ async def test_the_throttling_host_is_first_and_the_down_target_says_down(fleet:
                 rows = table_lines(app)
                 assert len(rows) == 3, rows
                 assert "box-d" in rows[0] and "DOWN" in rows[0] and "connection refused" in rows[0]
-                assert "box-b" in rows[1] and "86°C" in rows[1] and "+1°C" in rows[1]
-                assert "100%" in rows[1] and "LlmtopGpuThrottled" in rows[1]
-                assert "box-a" in rows[2] and "64°C" in rows[2] and "+23°C" in rows[2]
+                assert "box-b" in rows[1] and "86°" in rows[1] and "+1°C" in rows[1]
+                assert "100%" in rows[1] and "GpuThrottled" in rows[1]
+                assert "box-a" in rows[2] and "64°" in rows[2] and "+23°C" in rows[2]
                 text = screen_text(app)
                 assert "3 hosts · 3 rows · 1 down · refreshed" in text
                 assert fleet.prom.url in text
@@ -159,7 +159,7 @@ async def test_prometheus_killed_mid_run_keeps_the_last_rows_marked_stale(
             try:
                 async with app.run_test(size=(160, 48)) as pilot:
                     await until(
-                        pilot, "temperatures on screen", lambda: "86°C" in screen_text(app), 60
+                        pilot, "temperatures on screen", lambda: "86°" in screen_text(app), 60
                     )
                     before = table_lines(app)
                     own.stop()
@@ -177,7 +177,7 @@ async def test_prometheus_killed_mid_run_keeps_the_last_rows_marked_stale(
                     for old, new in zip(before, after, strict=True):
                         host = old.split()[0]
                         assert new.split()[:2] == [host, "~"]  # the same host, marked stale
-                    assert any("86°C" in line for line in after)  # the last values stay
+                    assert any("86°" in line for line in after)  # the last values stay
                     assert app.view is not None and app.view.stale
             finally:
                 reader.close()
@@ -194,7 +194,7 @@ def canned_rows() -> tuple[FleetRow, ...]:
     warn = FleetAlert("LlmtopGpuNearSlowdown", "warning")
     rows = [
         FleetRow("10.0.0.9:9464", "gpu-box-09", None, up=False,
-                 down_reason="dial tcp 10.0.0.9:9464: connect: connection refused",
+                 down_reason="connection refused",
                  alerts=(FleetAlert("LlmtopAgentDown", "critical"),)),
         FleetRow("10.0.0.2:9464", "gpu-box-02", "1", "NVIDIA H100 80GB HBM3", server_state="ready",
                  temperature_c=88.0, slowdown_c=87.0, margin_c=-1.0, throttled_share_5m=0.82,

@@ -59,30 +59,33 @@ def quote(value: str) -> str:
 
 
 def fleet_queries(job: str = AGENT_JOB) -> dict[str, str]:
-    """Column → PromQL over the whole fleet."""
+    """Column → PromQL over the whole fleet. Each aggregates to the labels the table joins on
+    (`max by (…)`): the answers carry no uuid/name/job per sample, half the bytes to parse."""
     j = f"job={quote(job)}"
+    gpu = "max by (instance, host, gpu)"
     return {
-        "up": f"up{{{j}}}",
-        "state": f"llmtop_server_state{{{j}}} == 1",
-        "temperature": f"llmtop_gpu_temperature_celsius{{{j}}}",
-        "slowdown": f"llmtop_gpu_temperature_slowdown_celsius{{{j}}}",
+        "up": f"max by (instance, host) (up{{{j}}})",
+        "state": f"max by (instance, state) (llmtop_server_state{{{j}}}) == 1",
+        "temperature": f"max by (instance, host, gpu, name) (llmtop_gpu_temperature_celsius{{{j}}})",
+        "slowdown": f"{gpu} (llmtop_gpu_temperature_slowdown_celsius{{{j}}})",
         # The share of the last 5 min in the most-active throttling reason, from raw samples
         # (thermal reasons come together: HwSlowdown with HwThermalSlowdown). Cheap at 500
         # hosts, and right from the first sample (a subquery grid would miss a young series).
         "throttled": (
-            "max without (reason) (avg_over_time(llmtop_gpu_clock_event_active"
+            f"{gpu} (avg_over_time(llmtop_gpu_clock_event_active"
             f'{{{j},reason=~"{THROTTLE_REASONS}"}}[5m]))'
         ),
         "vram": (
-            f"100 * llmtop_gpu_memory_used_bytes{{{j}}} / llmtop_gpu_memory_total_bytes{{{j}}}"
+            f"100 * {gpu} (llmtop_gpu_memory_used_bytes{{{j}}})"
+            f" / {gpu} (llmtop_gpu_memory_total_bytes{{{j}}})"
         ),
         "gen": "sum by (host) (rate(llamacpp:tokens_predicted_total[1m]))",
         "ttft": (
             "histogram_quantile(0.95, sum by (instance, le) "
             f"(rate(llmtop_probe_ttft_seconds_bucket{{{j}}}[5m])))"
         ),
-        "rule_alerts": 'ALERTS{alertstate="firing"}',
-        "agent_alerts": f"llmtop_alert_active{{{j}}} > 0",
+        "rule_alerts": ('max by (alertname, severity, host, gpu) (ALERTS{alertstate="firing"})'),
+        "agent_alerts": f"sum by (instance, kind, severity) (llmtop_alert_active{{{j}}}) > 0",
     }
 
 
@@ -243,14 +246,16 @@ def assemble(
                 agent_alerts.setdefault(inst, []).append(
                     FleetAlert(kind, s.labels.get("severity", ""))
                 )
-    rule_alerts: list[tuple[str, str | None, FleetAlert]] = []
+    rule_alerts: dict[str, list[tuple[str | None, FleetAlert]]] = {}  # host → (gpu, alert)
     if "rule_alerts" in ok:
         for s in ok["rule_alerts"].samples:
             name = s.labels.get("alertname")
             if name:
-                rule_alerts.append(
-                    (host_of(s.labels), s.labels.get("gpu"), FleetAlert(name, s.labels.get("severity", "")))
-                )  # fmt: skip
+                alert = FleetAlert(name, s.labels.get("severity", ""))
+                rule_alerts.setdefault(host_of(s.labels), []).append((s.labels.get("gpu"), alert))
+    mirrored = {
+        host: {RULE_MIRRORS.get(a.name) for _, a in alerts} for host, alerts in rule_alerts.items()
+    }
     down_reason: dict[str, str] = {}
     if isinstance(targets, Targets):
         for t in targets.targets:
@@ -281,9 +286,9 @@ def assemble(
             row.values["server_state"] = state.get(inst)
             row.values["ttft_p95_s"] = ttft.get(inst)
             row.values["gen_tokens_per_s"] = gen.get(host)
-            mirrored = {RULE_MIRRORS.get(a.name) for h, _, a in rule_alerts if h == host}
-            alerts = [a for a in agent_alerts.get(inst, []) if a.name not in mirrored]
-            alerts += [a for h, g, a in rule_alerts if h == host and (g is None or g == gpu)]
+            skip = mirrored.get(host, set())
+            alerts = [a for a in agent_alerts.get(inst, ()) if a.name not in skip]
+            alerts += [a for g, a in rule_alerts.get(host, ()) if g is None or g == gpu]
             row.values["alerts"] = _order_alerts(alerts)
             if not is_up:
                 row.values["down_reason"] = down_reason.get(inst) or "the target is down"

@@ -71,14 +71,21 @@ class FleetRow:
         return d
 
 
-def _desc(v: float | None) -> float:
-    """Sort part for "bigger is worse", None last."""
-    return -v if v is not None and math.isfinite(v) else math.inf
+def _desc(v: float | None, grain: float) -> float:
+    """Sort part for "bigger is worse" in steps of *grain*, None last."""
+    return -round(v / grain) if v is not None and math.isfinite(v) else math.inf
 
 
-def _asc(v: float | None) -> float:
-    """Sort part for "smaller is worse", None last."""
-    return v if v is not None and math.isfinite(v) else math.inf
+def _asc(v: float | None, grain: float) -> float:
+    """Sort part for "smaller is worse" in steps of *grain*, None last."""
+    return round(v / grain) if v is not None and math.isfinite(v) else math.inf
+
+
+# Rows closer than these keep their host order: a fleet refreshed every 5 s should not
+# reshuffle because one box went from 61.2 to 61.4 °C.
+THROTTLE_GRAIN = 0.05  # 5 % of the window
+MARGIN_GRAIN_C = 1.0
+VRAM_GRAIN = 5.0  # percent
 
 
 def rank_key(row: FleetRow) -> tuple[object, ...]:
@@ -86,13 +93,14 @@ def rank_key(row: FleetRow) -> tuple[object, ...]:
     VRAM %; then host and GPU (numerically) so equal rows keep their places."""
     gpu = row.gpu or ""
     gpu_num = int(gpu) if gpu.isdigit() else -1
+    share = row.throttled_share_5m
     return (
         0 if not row.up else 1,
         -row.critical,
-        _desc(row.throttled_share_5m if row.throttled_share_5m else None),
-        _asc(row.margin_c),
+        _desc(share if share else None, THROTTLE_GRAIN),
+        _asc(row.margin_c, MARGIN_GRAIN_C),
         -row.warnings,
-        _desc(row.vram_percent),
+        _desc(row.vram_percent, VRAM_GRAIN),
         row.host,
         row.instance,
         gpu_num,

@@ -15,15 +15,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from rich.markup import escape
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from llmtop.model.fleet import FleetDetail, FleetRow, FleetView
 from llmtop.ui.widgets.fleet_table import FleetTable
 
 CSS = """
-#fleet-title, #fleet-status, #fleet-keys {
+#fleet-title, #fleet-header, #fleet-status, #fleet-keys {
     height: 1;
     padding: 0 1;
     text-wrap: nowrap;
@@ -32,8 +33,9 @@ CSS = """
 #fleet-title, #fleet-keys {
     background: $panel;
 }
-FleetTable {
-    height: 1fr;
+#fleet-header {
+    padding: 0;
+    text-style: bold;
 }
 """
 
@@ -103,6 +105,7 @@ class FleetApp(App[int]):
 
     def compose(self) -> ComposeResult:
         yield Static(self._title(), id="fleet-title")
+        yield Static("", id="fleet-header", markup=False)
         yield FleetTable(id="fleet")
         yield Static(status_markup(None), id="fleet-status")
         yield Static(
@@ -155,15 +158,20 @@ class FleetApp(App[int]):
         self.view = view
         with self.batch_update():
             self.table.show_rows(view.rows)
+            self._header()
             self.query_one("#fleet-status", Static).update(status_markup(view))
             self.query_one("#fleet-title", Static).update(self._title())
         self.refreshes += 1
 
+    def _header(self) -> None:
+        self.query_one("#fleet-header", Static).update(self.table.header_text(self.size.width))
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._header()
+
     # ------------------------------------------------------------------ detail
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        row = self.table.row_for(str(event.row_key.value))
-        if row is not None:
-            self.open_detail(row)
+    def on_fleet_table_selected(self, event: FleetTable.Selected) -> None:
+        self.open_detail(event.row)
 
     def open_detail(self, row: FleetRow) -> None:
         from llmtop.ui.screens.fleet_detail import FleetDetailScreen

@@ -100,7 +100,7 @@ class FleetDetailScreen(Screen[None]):
         name = f" {escape(r.gpu_name)}" if r.gpu_name else ""
         return (
             f"[bold]{escape(r.host)}[/]{gpu}{name}  [dim]{escape(r.instance)}[/]  "
-            f"state {escape(cells[2].plain)}  alerts {escape(cells[9].plain)}"
+            f"state {escape(cells[2][0])}  alerts {escape(cells[9][0])}"
         )
 
     def on_mount(self) -> None:
