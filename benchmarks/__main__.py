@@ -28,6 +28,11 @@ BENCHMARKS: dict[str, tuple[str, dict, dict]] = {
     "exporter": ("benchmarks.exporter_bench", {}, {"scrapes": 100, "baseline_s": 3.0}),
     "load": ("benchmarks.load_bench", {}, {"n": 5, "per_pair": 3}),
     "replay": ("benchmarks.replay_bench", {}, {"days": 1, "presses": 5, "startup_runs": 2}),
+    "fleet": (
+        "benchmarks.fleet_bench",
+        {},
+        {"window_s": 600.0, "refreshes": 5, "cpu_seconds": 10.0, "presses": 30},
+    ),
     "agent": (
         "benchmarks.agent_bench",
         {},
