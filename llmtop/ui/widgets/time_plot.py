@@ -38,6 +38,8 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 
+from llmtop.ui.format import keep_gaps
+
 Point = tuple[float, float | None]
 
 # Braille dot bits: (column 0/1, dot row 0..3 top to bottom) → bit.
@@ -504,7 +506,8 @@ class TimePlot(Widget):
             strips = []
             for line in render_plot(self._data, *size):
                 if len(line) == 1 and line[0][1] == MARKUP:  # the title: markup of its own
-                    text = Text.from_markup(line[0][0], overflow="ellipsis")
+                    # keep_gaps: SVG screenshots drop a run's leading spaces ("GPU0NVIDIA")
+                    text = keep_gaps(Text.from_markup(line[0][0], overflow="ellipsis"))
                     text.no_wrap = True
                     text.truncate(size[0], overflow="ellipsis")
                     strip = Strip(text.render(self.app.console)).apply_style(base)
