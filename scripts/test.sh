@@ -9,4 +9,6 @@ scripts/setup.sh
 .venv/bin/ruff format --check llmtop tests benchmarks scripts
 # The layers of docs/ARCHITECTURE.md (contracts in pyproject.toml).
 .venv/bin/lint-imports
+# The type hints at module boundaries ([tool.mypy] in pyproject.toml).
+.venv/bin/mypy
 .venv/bin/python -m pytest -ra "$@"

@@ -53,6 +53,11 @@ class PromQuerier(Protocol):
     def targets(self) -> Targets | PromError: ...
 
 
+def _gpu_order(gpu: str) -> tuple[bool, int, str]:
+    """GPU labels in index order ("2" before "10"), anything else after them."""
+    return (not gpu.isdigit(), int(gpu) if gpu.isdigit() else 0, gpu)
+
+
 def quote(value: str) -> str:
     """A PromQL string literal for a label value (instances and hosts are outside input)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -249,9 +254,9 @@ def assemble(
     rule_alerts: dict[str, list[tuple[str | None, FleetAlert]]] = {}  # host → (gpu, alert)
     if "rule_alerts" in ok:
         for s in ok["rule_alerts"].samples:
-            name = s.labels.get("alertname")
-            if name:
-                alert = FleetAlert(name, s.labels.get("severity", ""))
+            alertname = s.labels.get("alertname")
+            if alertname:
+                alert = FleetAlert(alertname, s.labels.get("severity", ""))
                 rule_alerts.setdefault(host_of(s.labels), []).append((s.labels.get("gpu"), alert))
     mirrored = {
         host: {RULE_MIRRORS.get(a.name) for _, a in alerts} for host, alerts in rule_alerts.items()
@@ -269,7 +274,8 @@ def assemble(
         if "up" not in ok:
             is_up = next((r.up for r in prev_rows if r.instance == inst), True)
         gpu_names = gpus.get(inst, {}) if is_up else {}
-        for gpu in sorted(gpu_names, key=lambda g: (not g.isdigit(), int(g) if g.isdigit() else 0, g)) or [None]:  # fmt: skip
+        gpu_keys: list[str | None] = [*sorted(gpu_names, key=_gpu_order)] or [None]
+        for gpu in gpu_keys:
             row = _Row(
                 inst, host, gpu, {"up": is_up, "gpu_name": gpu_names.get(gpu) if gpu else None}
             )

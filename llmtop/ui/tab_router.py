@@ -90,7 +90,7 @@ class TabRouter(_AppBase):
         widget = self._widget_cache.get(selector)
         if widget is not None and widget.is_attached:
             return widget
-        found = list(self.query(selector))  # type: ignore[arg-type]
+        found = list(self.query(selector))
         widget = found[0] if found else None
         if widget is not None:
             self._widget_cache[selector] = widget
@@ -100,7 +100,7 @@ class TabRouter(_AppBase):
         """Like query_one, cached (for widgets that are always there)."""
         widget = self._find(selector)
         if widget is None:
-            return self.query_one(selector)  # type: ignore[arg-type]  # raises NoMatches
+            return self.query_one(selector)  # raises NoMatches
         return widget
 
     def _show_tab(self, tab: str, snap: Snapshot | None) -> None:
