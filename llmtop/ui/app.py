@@ -1,11 +1,13 @@
 """The llmtop Textual app: layout, keys and message routing.
 
-Collector loop: a timer at the refresh rate starts one collect; if the previous one is still
-running the tick is dropped (latest value wins, nothing queues). Each result arrives as a
-`SnapshotReady` message; its handler shows it on the visible panels inside `batch_update()`.
-Tests inject snapshots through the same message (`app.post_message(SnapshotReady(snap))`).
-What the keys do lives beside: `server_keys` (restart/stop/start/revert through the session's
-operations), `probe_keys` (probes), `tab_router` (which panels show what).
+Collector loop (ui/session_life.py): a timer at the refresh rate starts one collect; if the
+previous one is still running the tick is dropped (latest value wins, nothing queues). Each result
+arrives as a `SnapshotReady` message; its handler shows it on the visible panels inside
+`batch_update()`. Tests inject snapshots through the same message
+(`app.post_message(SnapshotReady(snap))`). What the keys do lives beside: `server_keys`
+(restart/stop/start/revert through the session's operations), `probe_keys` (probes, the periodic
+probe), `model_keys` (router mode), `focus_keys` (several servers), `window_keys` (the GPU plots'
+window), `tab_router` (which panels show what).
 """
 
 from __future__ import annotations
@@ -210,29 +212,6 @@ class LlmtopApp(
             self.call_after_refresh(self._choose_server)
         else:
             self.run_worker(self._start_session(), group="session", exit_on_error=False)
-
-    # ------------------------------------------------------------------ collector loop
-    def _tick(self) -> None:
-        if self.session.collector is None or self._shutting_down or self._prefill_pending:
-            self._refresh_title()
-            return
-        if self._collecting:
-            self.dropped_ticks += 1
-            return
-        self._collecting = True
-        # A plain task, not a Worker: no state-change messages every tick (CPU budget).
-        self._collect_task = asyncio.get_running_loop().create_task(self._collect_once())
-
-    async def _collect_once(self) -> None:
-        try:
-            snap = await self.session.collect()
-        except Exception as exc:  # noqa: BLE001 - the collector should not raise; say so
-            self.notify(f"collector error: {exc}", severity="error")
-            snap = None
-        finally:
-            self._collecting = False
-        if snap is not None:
-            self.post_message(SnapshotReady(snap))
 
     @on(SnapshotReady)
     def _on_snapshot(self, message: SnapshotReady) -> None:

@@ -1,5 +1,6 @@
 """Starting and ending the app's session: the pick list or "no server" screen, starting the
-session off the first frame, SIGTERM/SIGHUP, and quitting (a supervised child is stopped)."""
+session off the first frame, the collector loop, SIGTERM/SIGHUP, and quitting (a supervised
+child is stopped)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 from textual.app import App
 
 from llmtop.session import DiscoveredTarget, Session
+from llmtop.ui.messages import SnapshotReady
 
 # The longest the first collect waits for the recorded past (a slow disk: start without it).
 PREFILL_WAIT_S = 3.0
@@ -34,8 +36,10 @@ class SessionLife(_AppBase):
         def apply_prefill(self, snapshots: list[Snapshot]) -> None: ...
 
         _collect_task: asyncio.Task[None] | None
+        _collecting: bool
+        dropped_ticks: int
 
-        def _tick(self) -> None: ...
+        def _refresh_title(self) -> None: ...
 
         def cancel_probe(self) -> bool: ...
 
@@ -112,3 +116,28 @@ class SessionLife(_AppBase):
         except Exception:  # noqa: BLE001 - make sure nothing is left behind
             self.session.shutdown_sync()
         self.exit()
+
+    # -- the collector loop ---------------------------------------------------------------
+    def _tick(self) -> None:
+        """A timer at the refresh rate: start one collect, unless the last one still runs (the
+        tick is dropped: latest value wins, nothing queues)."""
+        if self.session.collector is None or self._shutting_down or self._prefill_pending:
+            self._refresh_title()
+            return
+        if self._collecting:
+            self.dropped_ticks += 1
+            return
+        self._collecting = True
+        # A plain task, not a Worker: no state-change messages every tick (CPU budget).
+        self._collect_task = asyncio.get_running_loop().create_task(self._collect_once())
+
+    async def _collect_once(self) -> None:
+        try:
+            snap = await self.session.collect()
+        except Exception as exc:  # noqa: BLE001 - the collector should not raise; say so
+            self.notify(f"collector error: {exc}", severity="error")
+            snap = None
+        finally:
+            self._collecting = False
+        if snap is not None:
+            self.post_message(SnapshotReady(snap))
