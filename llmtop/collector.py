@@ -143,6 +143,7 @@ class Collector:
         self._checked_spec: LaunchSpec | None = None
         self._launch_checks: list[Check] = []
         self._check_since: dict[str, float] = {}
+        self._checking: asyncio.Future[list[Check]] | None = None  # the checks running now
         self._stopped_pid: int | None = None  # the server's process was stopped last tick
         self._argv_pid: int | None = None  # the pid _attached_spec was read from
         self._attached_spec: LaunchSpec | None = None  # read from that pid (attach mode)
@@ -152,6 +153,8 @@ class Collector:
         return self.client.url
 
     async def aclose(self) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
         await self.client.aclose()
 
     async def collect(self) -> Snapshot:
@@ -202,19 +205,28 @@ class Collector:
             # read in this thread, once per pid
             self._argv_pid = pid
             self._attached_spec = _process_spec(pid)
-        self._update_launch_checks()
         return host, pid
 
     def _update_launch_checks(self) -> None:
-        """Run the launch checks again when the launch spec changed (in the host thread: the
-        GGUF header is read from disk, once per spec)."""
+        """Run the launch checks again, in a thread of their own, when the launch spec changed.
+
+        No tick waits for them: reading the GGUF header imports the gguf library (and numpy),
+        a few hundred milliseconds that must not delay the first frame; their alerts join
+        the snapshot from the tick after they finish (the `snapshot` command's second scrape)."""
         if self.unit_monitor is not None:
             return  # the unit's checks (sources.unit_status.unit_checks) cover it
         spec = self.server_spec()
-        if spec is None or spec == self._checked_spec:
+        if spec is None or spec == self._checked_spec or self._checking is not None:
             return
         self._checked_spec = spec
-        self._launch_checks = _launch_problems(spec)
+
+        def done(task: asyncio.Future[list[Check]]) -> None:
+            self._checking = None
+            if not task.cancelled() and task.exception() is None:
+                self._launch_checks = task.result()
+
+        self._checking = asyncio.ensure_future(asyncio.to_thread(_launch_problems, spec))
+        self._checking.add_done_callback(done)
 
     def _launch_alerts(self, now: float) -> tuple[Alert, ...]:
         checks = self._launch_checks
@@ -305,6 +317,7 @@ class Collector:
             except Exception:  # noqa: BLE001
                 log.exception("alert_engine.evaluate() failed")
             snap = dataclasses.replace(snap, thermal=self._thermal(snap))
+        self._update_launch_checks()
         unit_alerts = (*self._unit_alerts(unit, now), *self._launch_alerts(now))
         if unit_alerts:
             snap = dataclasses.replace(snap, alerts=(*snap.alerts, *unit_alerts))

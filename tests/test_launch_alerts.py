@@ -6,7 +6,9 @@ snapshot the TUI, `snapshot --json` and the agent all consume."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -25,9 +27,13 @@ async def test_ctx_above_training_context_is_an_alert_when_attached(
     srv = server_factory("--ctx-size", "1024")  # the tiny model was trained on 512
     collector = Collector(LlamaClient(srv.url), pid_hint=srv.pid)
     try:
-        snap = await collector.collect()
+        snap = await collector.collect()  # the checks start after the first tick: no wait
+        deadline = time.monotonic() + 20
+        while not any(a.kind == "check_ctx_size" for a in snap.alerts):
+            assert time.monotonic() < deadline, snap.alerts
+            await asyncio.sleep(0.1)
+            snap = await collector.collect()
         alerts = {a.kind: a for a in snap.alerts}
-        assert "check_ctx_size" in alerts, snap.alerts
         a = alerts["check_ctx_size"]
         assert a.severity == "warning"
         assert "ctx-size 1024 is above the model's training context 512" in a.message
@@ -47,6 +53,10 @@ async def test_within_training_context_no_check_alert(
     try:
         snap = await collector.collect()
         assert snap.server.health == "ok"
+        checks = collector._checking  # noqa: SLF001 - the checks of this spec, running now
+        assert checks is not None
+        await checks  # they ran: ctx-size 512 is within the training context
+        snap = await collector.collect()
         assert [a.kind for a in snap.alerts if a.kind.startswith("check_")] == []
     finally:
         await collector.aclose()

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmtop.diagnosis.thermal import LIMITING
 from llmtop.snapshot import GpuSample, HostStats, ProcessStats, ServerStatus, Snapshot
-from llmtop.sources.history_db import HistoryDB, HistoryError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; sqlite3 stays off the dashboard's start-up
+    from llmtop.sources.history_db import HistoryDB
 
 # What a bucket's throttle column holds: the worst limit seen in it.
 NOT_THROTTLED, POWER_LIMITED, THERMAL = 0, 1, 2
@@ -219,6 +222,7 @@ def read_plot_file(
 ) -> PlotHistory | None:
     """`read_plot_history` of the DB at *path* when it records the server at *url* (None:
     any server — replay); None when there is no readable DB of it."""
+    from llmtop.sources.history_db import HistoryDB, HistoryError
     from llmtop.sources.replay import same_server  # replay reads plots too: no import loop
 
     p = Path(path)

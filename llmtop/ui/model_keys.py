@@ -12,7 +12,6 @@ from textual.binding import Binding
 
 from llmtop.operations.events import Done, Event, Failed, Progress, Rejected
 from llmtop.snapshot import ModelStatus
-from llmtop.sources.router import model_log_prefix
 from llmtop.ui.panels.models import next_model, selected_model
 from llmtop.ui.panels.server import ServerPanel
 
@@ -112,6 +111,8 @@ class ModelKeys(_AppBase):
         self.action_tab("logs")
         panels = list(self.query(LogsPanel))
         if panels:
+            from llmtop.sources.router import model_log_prefix  # off start-up
+
             panels[0].set_filter(model_log_prefix(m.port).strip())
         self.notify(f"logs: {m.id} only (Esc in the search box shows all)")
 

@@ -4,7 +4,7 @@ and braille plots of TTFT and generation speed over time. `ProbeSummary` is the 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.text import Text
@@ -14,10 +14,12 @@ from textual.widgets import DataTable, Static
 
 from llmtop.model.units import DASH, fmt_clock, fmt_ms, fmt_rate
 from llmtop.snapshot import Snapshot
-from llmtop.sources.probe import ProbeResult
 from llmtop.ui.charts import braille_plot, downsample
 from llmtop.ui.format import keep_gaps
 from llmtop.ui.series import DashboardHistory
+
+if TYPE_CHECKING:  # pragma: no cover - typing only: sources.probe imports httpx (~0.1 s)
+    from llmtop.sources.probe import ProbeResult
 
 COLUMNS = (
     "time",

@@ -7,7 +7,7 @@ intents; the app runs the probe and calls `stream()` / `finished()` back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.text import Text
@@ -20,7 +20,12 @@ from llmtop.model.units import fmt_ms, fmt_rate
 
 DEFAULT_PROMPT = "Write one sentence about GPUs."
 
-Validator = Callable[[str, str, str], tuple[Any | None, list[str]]]
+if TYPE_CHECKING:  # pragma: no cover - typing only: sources.probe imports httpx (~0.1 s)
+    from textual.timer import Timer
+
+    from llmtop.sources.probe import ProbeRequest, ProbeResult
+
+    Validator = Callable[[str, str, str], tuple[ProbeRequest | None, list[str]]]
 
 
 def printable(text: str) -> str:
@@ -32,7 +37,7 @@ class PromptPanel(Vertical):
     class Fire(Message):
         """A validated probe request from the panel."""
 
-        def __init__(self, request: Any) -> None:
+        def __init__(self, request: ProbeRequest) -> None:
             super().__init__()
             self.request = request
 
@@ -46,7 +51,7 @@ class PromptPanel(Vertical):
         self.running = False
         self._reply: list[str] = []
         self._dirty = False
-        self._timer: Any | None = None
+        self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield TextArea(DEFAULT_PROMPT, id="prompt-text", soft_wrap=True, show_line_numbers=False)
@@ -113,7 +118,7 @@ class PromptPanel(Vertical):
         self._reply.append(chunk)
         self._dirty = True
 
-    def finished(self, result: Any | None, error: str | None = None) -> None:
+    def finished(self, result: ProbeResult | None, error: str | None = None) -> None:
         self.running = False
         if self._timer is not None:
             self._timer.stop()

@@ -8,15 +8,19 @@ gaps; `show(snapshot)` redraws, and a plot renders again only when its data chan
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 
 from llmtop.snapshot import GpuSample, Snapshot
-from llmtop.sources.history_plot import PlotHistory
 from llmtop.ui.panels.base import SnapshotPanel
 from llmtop.ui.plot_windows import WINDOWS, GpuPlotHistory, Window
 from llmtop.ui.widgets.time_plot import PlotData, PlotRow, RefLine, Series, TimePlot
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from llmtop.sources.history_plot import PlotHistory
 
 EVENTS_SHOWN = 6
 REASON_WORDS = {
