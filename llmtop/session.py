@@ -386,11 +386,12 @@ class Session:
 
         return read_prefill(self.history_db, self.url, time.time(), window_s)
 
-    def feed_history(self, snapshots: list[Snapshot]) -> None:
+    def feed_history(self, snapshots: list[Snapshot], live: list[Snapshot] | None = None) -> None:
         """The recorded past into the alert engine's thermal window (its verdict then covers
-        it from the first tick). Call before the first collect; cheap but O(samples)."""
+        it), before the *live* snapshots it has seen already. Not while a collect runs (the
+        dashboard pauses its ticks); cheap but O(samples)."""
         if self.alert_engine is not None and snapshots:
-            self.alert_engine.feed_history(snapshots)
+            self.alert_engine.refeed_history(snapshots, live or [])
 
     def record(self, snap: Snapshot) -> None:
         """Hand *snap* to the recorders on their own thread (one small transaction each, in

@@ -16,7 +16,7 @@ from llmtop.commands.dashboard import use_history
 from llmtop.session import Session, make_alert_engine
 from llmtop.snapshot import Snapshot
 from llmtop.sources.history_db import HistoryDB
-from llmtop.ui.app import create_app
+from llmtop.ui.app import LlmtopApp, create_app
 from llmtop.ui.series import SERIES_LEN
 from tests.realserver import RunningServer
 from tests.test_history_db import snap as _snap
@@ -36,6 +36,11 @@ async def wait_until(pilot: object, cond: Callable[[], object], timeout: float =
     while not cond():
         assert time.monotonic() < deadline, f"condition not met within {timeout} s"
         await pilot.pause(0.02)  # type: ignore[attr-defined]
+
+
+def merged(app: LlmtopApp) -> bool:
+    """The recorded past has been read and put before the live snapshots (or there was none)."""
+    return app.live_before_past is None and not app._prefill_pending  # noqa: SLF001
 
 
 def recorded(path: Path, url: str, minutes: int = 20) -> float:
@@ -58,9 +63,14 @@ async def test_plots_open_with_the_recorded_hour_of_this_server(tmp_path: Path) 
         await wait_until(pilot, lambda: app.snapshots_seen >= 1)
         live = app.latest
         assert live is not None and live.server.health != "ok"
+        # the present is shown first; the recorded past is put before it once read
+        await wait_until(pilot, lambda: merged(app))
         gen = list(app.series.gen_tps)
-        assert len(gen) == SERIES_LEN  # full from the start: 20 min recorded, 10 min kept
-        assert all(g is not None and 40.0 <= g <= 44.0 for g in gen[:-1])
+        assert len(gen) == SERIES_LEN  # full: 20 min recorded, 10 min kept
+        recorded_part = [g for g in gen if g is not None]  # the live samples say unreachable
+        assert len(recorded_part) >= SERIES_LEN - 10
+        assert all(40.0 <= g <= 44.0 for g in recorded_part)
+        assert gen[-1] is None  # the newest is the live one
         assert app.prefill and app.prefill[-1].time < live.time
         await pilot.press("4")  # the GPU tab: its thermal history holds the past too
         await wait_until(pilot, lambda: app._find("#thermal-panel") is not None)  # noqa: SLF001
@@ -83,7 +93,7 @@ async def test_thermal_verdict_covers_the_recorded_minutes(tmp_path: Path) -> No
                       alert_factory=make_alert_engine)  # fmt: skip
     app = create_app(session)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app.snapshots_seen >= 1)
+        await wait_until(pilot, lambda: app.snapshots_seen >= 1 and merged(app))
         assert session.alert_engine is not None
         report = session.alert_engine.thermal(
             snap(time.time(), reasons=("HwThermalSlowdown",), temp=90.0)
@@ -99,8 +109,8 @@ async def test_no_prefill_from_another_servers_history(tmp_path: Path) -> None:
     session = Session(mode="attach", url=DEAD_URL, history_db=str(path), refresh_s=0.5)
     app = create_app(session)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app.snapshots_seen >= 1)
-        assert app.prefill == [] and len(app.series.gen_tps) <= 2
+        await wait_until(pilot, lambda: app.snapshots_seen >= 1 and merged(app))
+        assert app.prefill == [] and len(app.series.gen_tps) <= 3
         await pilot.press("q")
 
 
@@ -126,7 +136,7 @@ async def test_record_writes_what_the_dashboard_sees(
     again = Session(mode="attach", url=llama_server.url, refresh_s=0.3, history_db=str(path))
     app2 = create_app(again)
     async with app2.run_test(size=(120, 40)) as pilot:
-        await wait_until(pilot, lambda: app2.snapshots_seen >= 1)
+        await wait_until(pilot, lambda: app2.snapshots_seen >= 1 and merged(app2))
         assert len(app2.prefill) >= seen - 1
         await pilot.press("q")
 

@@ -200,6 +200,16 @@ class AlertEngine:
         for snap in snapshots:
             self._feed(snap)
 
+    def refeed_history(self, past: Iterable[Snapshot], live: Iterable[Snapshot]) -> None:
+        """The thermal window rebuilt from the recorded *past* and the *live* snapshots it has
+        already seen (both oldest first): the dashboard shows the present before the past
+        arrives, and the past is older than what the window holds. Alerts are untouched."""
+        self.tracker = ThermalTracker(maxlen=self.tracker.maxlen)
+        self._fed_time = None
+        self._report_key, self._report_at = None, float("-inf")
+        self.feed_history(past)
+        self.feed_history(live)
+
     def _feed(self, snapshot: Snapshot) -> None:
         if self._fed_time is not None and snapshot.time <= self._fed_time:
             return

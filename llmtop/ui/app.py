@@ -137,6 +137,8 @@ class LlmtopApp(
         self.defer_hidden_tabs = auto_collect
         # The recorded past the plots open with (Session.read_history); collection waits for it.
         self.prefill: list[Snapshot] = []
+        # The live snapshots shown before the recorded past was read (None: not waiting for it).
+        self.live_before_past: list[Snapshot] | None = None
         self._prefill_pending = False
 
     # ------------------------------------------------------------------ layout
@@ -219,6 +221,8 @@ class LlmtopApp(
         self.session.record(snap)  # --record: the agent's recorder, on its own thread
         self.latest = snap
         self.snapshots_seen += 1
+        if self.live_before_past is not None:  # the recorded past is still being read
+            self.live_before_past.append(snap)
         self.series.add_snapshot(snap)
         # Panels with their own history (thermal plots) record every tick, even when hidden.
         for panel_id in ("#gpu-panel", "#thermal-panel", "#tuning-panel"):
@@ -232,15 +236,18 @@ class LlmtopApp(
         if self.snapshots_seen == 1 and self.defer_hidden_tabs:
             self.call_after_refresh(self._reveal_hidden_tabs)
 
-    def apply_prefill(self, snapshots: list[Snapshot]) -> None:
-        """Start the plots with the recorded past (oldest first), before any live sample."""
-        first_live = self.latest.time if self.latest is not None else float("inf")
+    def apply_prefill(self, snapshots: list[Snapshot], live: list[Snapshot]) -> None:
+        """The plots start again with the recorded past (oldest first) and then the *live*
+        snapshots already shown: the past arrives after the first frame."""
+        first_live = live[0].time if live else float("inf")
         self.prefill = [s for s in snapshots if s.time < first_live]
-        for snap in self.prefill:
+        self.series.clear()
+        for snap in (*self.prefill, *live):
             self.series.add_snapshot(snap)
         for panel_id in ("#gpu-panel", "#thermal-panel"):
             if isinstance(panel := self._find(panel_id), RecordsSnapshots):
-                for snap in self.prefill:
+                panel.clear()
+                for snap in (*self.prefill, *live):
                     panel.record(snap)
 
     @on(Tabs.TabActivated, "#tabs")

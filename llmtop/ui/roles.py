@@ -18,6 +18,8 @@ class RecordsSnapshots(Protocol):
 
     def record(self, snapshot: Snapshot) -> None: ...
 
+    def clear(self) -> None: ...
+
 
 @runtime_checkable
 class DefersHiddenTabs(Protocol):

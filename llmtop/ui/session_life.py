@@ -33,7 +33,10 @@ class SessionLife(_AppBase):
         _shutting_down: bool
         _prefill_pending: bool
 
-        def apply_prefill(self, snapshots: list[Snapshot]) -> None: ...
+        def apply_prefill(self, snapshots: list[Snapshot], live: list[Snapshot]) -> None: ...
+
+        live_before_past: list[Snapshot] | None
+        prefill: list[Snapshot]
 
         _collect_task: asyncio.Task[None] | None
         _collecting: bool
@@ -69,27 +72,39 @@ class SessionLife(_AppBase):
         await self._start_session()
 
     async def _start_session(self) -> None:
-        # The recorded past is read (a thread) while the session starts; the first collect
-        # waits for it so the plots hold the past before the present.
+        # The recorded past is read (a thread) while the session starts and the first collect
+        # runs: the present is on screen first (the first frame does not wait for an hour of
+        # history), and the past is put before it in the plots and the thermal window once read.
         prefill: asyncio.Future[list[Snapshot]] | None = None
         if self.session.history_db is not None and self.session.url is not None:
-            self._prefill_pending = True
+            self.live_before_past = []
             prefill = asyncio.ensure_future(asyncio.to_thread(self.session.read_history))
         try:
             await self.session.start()
         except Exception as exc:  # noqa: BLE001 - shown to the operator
             self.notify(f"could not start: {exc}", severity="error", timeout=10)
+        self._tick()
         if prefill is not None:
             try:
                 past = await asyncio.wait_for(prefill, PREFILL_WAIT_S)
-                self.apply_prefill(past)
-                # the collector is not running yet: the alert engine is the thread's alone
-                await asyncio.to_thread(self.session.feed_history, past)
-            except Exception as exc:  # noqa: BLE001 - start without the past rather than not
+                await self._merge_past(past)
+            except Exception as exc:  # noqa: BLE001 - go on without the past rather than not
                 self.notify(f"history not shown: {exc}", severity="warning")
             finally:
-                self._prefill_pending = False
-        self._tick()
+                self.live_before_past = None
+
+    async def _merge_past(self, past: list[Snapshot]) -> None:
+        """The recorded past before the live snapshots seen so far: ticks pause (a few hundred
+        milliseconds) so that the alert engine is the feeding thread's alone."""
+        self._prefill_pending = True
+        try:
+            while self._collecting:  # a collect in flight lands first
+                await asyncio.sleep(0.01)
+            live = list(self.live_before_past or [])
+            self.apply_prefill(past, live)
+            await asyncio.to_thread(self.session.feed_history, self.prefill, live)
+        finally:
+            self._prefill_pending = False
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
