@@ -112,11 +112,10 @@ def unit_matches(unit: str, user: bool, syslog_identifier: str | None) -> list[t
 def _message_text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
-    if isinstance(value, list):  # journalctl -o json: non-UTF-8 messages are byte arrays
-        try:
-            return bytes(value).decode(errors="replace")
-        except (TypeError, ValueError):
-            return str(value)
+    # journalctl -o json: non-UTF-8 messages are arrays of byte values (ints 0-255; JSON's
+    # true/false are bools, which Python would take as 1/0: not bytes)
+    if isinstance(value, list) and all(type(b) is int and 0 <= b < 256 for b in value):
+        return bytes(value).decode(errors="replace")
     return str(value)
 
 
