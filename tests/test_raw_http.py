@@ -428,6 +428,42 @@ async def test_probe_pieces_are_stamped_on_arrival() -> None:
     assert r.status == 200 and r.headers["transfer-encoding"] == "chunked"
 
 
+async def test_pieces_keep_their_arrival_while_the_reader_is_busy() -> None:
+    """Token events that arrive while the probe is still busy with the previous one keep their
+    own arrival times (the event loop stamps each delivery), so the inter-token gaps are the
+    server's and not the reader's: the reader blocks 0.3 s after the first piece while the
+    server sends the second 0.15 s later; its stamp is the send time, not the reader's."""
+    sent_second = threading.Event()
+    second_at: list[int] = []
+
+    def paced(sock: socket.socket, stop: threading.Event) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        time.sleep(0.15)
+        second_at.append(time.perf_counter_ns())
+        sock.sendall(b"6\r\nsecond\r\n")
+        sent_second.set()
+        time.sleep(0.05)
+        sock.sendall(b"0\r\n\r\n")
+
+    with serve(Reply(paced, "close")) as srv:
+        r = await request("POST", srv.url, "/completion", b"{}", {})
+        pieces: list[tuple[int, bytes]] = []
+        try:
+            async for stamp, data in r.iter_body():
+                pieces.append((stamp, data))
+                if data == b"first":
+                    # busy, the event loop free: the second piece is delivered meanwhile
+                    await asyncio.sleep(0.3)
+                    assert sent_second.is_set()
+        finally:
+            r.close()
+    stamps = dict((d, t) for t, d in pieces)
+    assert set(stamps) == {b"first", b"second"}
+    gap_ms = (stamps[b"second"] - stamps[b"first"]) / 1e6
+    assert 100 < gap_ms < 280, gap_ms  # ~150 ms as sent, not the reader's 300 ms
+    assert stamps[b"second"] >= second_at[0]
+
+
 # -- properties: random and mutated answers ----------------------------------------------------
 
 NAME = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"))

@@ -18,6 +18,7 @@ header) by `MAX_HEAD_BYTES`, a poll answer's body by `MAX_BODY_BYTES`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 import time
@@ -36,6 +37,8 @@ MAX_INTERIM = 16
 """The most 1xx interim responses skipped before the real one (each is bounded by the head cap,
 but a server could send them forever within the timeout)."""
 _RECV = 65536
+_HIGH_WATER = 1 << 20
+"""Unread bytes at which the probe's connection stops reading until the parser catches up."""
 
 
 class RawHTTPError(Exception):
@@ -200,30 +203,95 @@ def _check_length(head: ResponseHead) -> None:
 # -- the probe's request: asyncio streams, every piece stamped on arrival ----------------------
 
 
+class _Arrivals(asyncio.Protocol):
+    """The probe's socket as (arrival perf_counter_ns, bytes) pieces, stamped by the event loop
+    the moment each one is delivered, not when the reading coroutine next runs: tokens that
+    arrive while the probe is parsing the previous one keep their own arrival times, so the
+    inter-token gaps are the server's and not llmtop's parsing. Reading pauses past
+    `_HIGH_WATER` unread bytes (a server cannot fill memory faster than it is read)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._pieces: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._queued = 0
+        self._paused = False
+        self._eof = False
+        self._lost: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._pieces.append((time.perf_counter_ns(), data))
+        self._queued += len(data)
+        if self._queued > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._lost = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> tuple[int, bytes]:
+        """The next piece and its arrival time; b"" once the server closed its end."""
+        while not self._pieces:
+            if self._eof:
+                if self._lost is not None:
+                    raise ConnectionError(str(self._lost))
+                return time.perf_counter_ns(), b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        stamp, data = self._pieces.popleft()
+        self._queued -= len(data)
+        if self._paused and self._queued <= _HIGH_WATER // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return stamp, data
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class RawResponse:
     """A response whose head has been read; the body is read on demand (`iter_body`)."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        conn: _Arrivals,
         parser: ResponseParser,
         head: ResponseHead,
         read_timeout_s: float,
         head_arrived_ns: int,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
+        self._conn = conn
         self._parser = parser
         self.status = head.status
         self.headers = head.headers  # lower-case names
         self.read_timeout_s = read_timeout_s
         self._arrived_ns = head_arrived_ns  # when the bytes h11 holds now were read
 
-    async def _read(self) -> bytes:
+    async def _read(self) -> tuple[int, bytes]:
         try:
             async with asyncio.timeout(self.read_timeout_s):
-                return await self._reader.read(_RECV)
+                return await self._conn.read()
         except TimeoutError:
             raise RawHTTPError(f"timed out after {self.read_timeout_s:.1f} s") from None
         except (ConnectionError, OSError):
@@ -232,8 +300,8 @@ class RawResponse:
     async def iter_body(self) -> AsyncIterator[tuple[int, bytes]]:
         """(arrival perf_counter_ns, body bytes) as they come, de-chunked.
 
-        The stamp is taken the moment the read returns, before h11 parses it: the probe's
-        TTFT and ITL are these stamps, so parsing cost must not be in them."""
+        The stamp is the event loop's delivery time of the piece, before h11 parses it: the
+        probe's TTFT and ITL are these stamps, so parsing cost must not be in them."""
         now = self._arrived_ns  # body bytes that came in the same read as the head
         while True:
             data, done = self._parser.read_body()
@@ -241,8 +309,7 @@ class RawResponse:
                 yield now, data
             if done:
                 return
-            chunk = await self._read()
-            now = time.perf_counter_ns()
+            now, chunk = await self._read()
             self._parser.feed(chunk)
 
     async def read_all(self) -> bytes:
@@ -258,7 +325,7 @@ class RawResponse:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._writer.close()
+            self._conn.close()
 
 
 async def request(
@@ -288,37 +355,36 @@ async def request(
         ],
         body,
     )
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(connect_timeout_s):
-            reader, writer = await asyncio.open_connection(host, port)
+            transport, conn = await loop.create_connection(_Arrivals, host, port)
     except OSError as exc:  # TimeoutError included
         raise _connect_error(exc, connect_timeout_s) from None
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         if on_sent is not None:
             on_sent.append(time.perf_counter_ns())
-        writer.write(wire)
+        transport.write(wire)  # a request is a few hundred bytes: the kernel takes it at once
         async with asyncio.timeout(timeout_s):
-            await writer.drain()
             while True:
-                data = await reader.read(_RECV)
-                arrived = time.perf_counter_ns()
+                arrived, data = await conn.read()
                 parser.feed(data)
                 if (head := parser.read_head()) is not None:
                     break
     except TimeoutError:
-        writer.close()
+        conn.close()
         raise RawHTTPError(f"timed out after {timeout_s:.1f} s") from None
     except (ConnectionError, OSError):
-        writer.close()
+        conn.close()
         raise RawHTTPError("connection closed by the server") from None
     except BaseException:  # RawHTTPError from the parser, cancellation
-        writer.close()
+        conn.close()
         raise
-    return RawResponse(reader, writer, parser, head, timeout_s, arrived)
+    return RawResponse(conn, parser, head, timeout_s, arrived)
 
 
 # -- the dashboard's poll: a few GETs in a row, blocking, in a thread --------------------------
