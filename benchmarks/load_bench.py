@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
-from pathlib import Path
 
+from benchmarks.tiny_server import TinyServer
 from llmtop.operations.events import LoadFinished
 from llmtop.operations.load import DEFAULT_PROMPT, LoadRequest, LoadRun
 from llmtop.sources.probe import run_probe
@@ -60,7 +59,7 @@ def run(
 ) -> list[dict[str, object]]:
     """Rows for the benchmark table. Without a URL a real tiny-model server is started."""
     if server_url is None:
-        with _server() as url:
+        with TinyServer(["--metrics"]) as url:
             return run(url, n, n_predict, per_pair)
     m = measure(server_url, n, n_predict, per_pair)
     diff = m["diff_ms_median"]
@@ -75,27 +74,6 @@ def run(
         dict(benchmark=name, metric="median(load TTFT − probe TTFT), paired",
              value=f"{diff:+.3f} ms", target="≤ 1 ms", ok=diff <= 1.0),
     ]  # fmt: skip
-
-
-class _server:
-    """A real llama-server with the tiny model and /metrics on, for the benchmark's duration."""
-
-    def __enter__(self) -> str:
-        from llmtop.demo.tiny_model import write_tiny_model
-        from tests.realserver import find_llama_server, start_llama_server
-
-        binary = find_llama_server()
-        if binary is None:
-            raise RuntimeError("no llama-server: run scripts/get-llama-server.sh")
-        self._tmp = tempfile.TemporaryDirectory(prefix="llmtop-bench-")
-        tmp = Path(self._tmp.name)
-        model = write_tiny_model(tmp / "tiny.gguf")
-        self._srv = start_llama_server(binary, model, ["--metrics"], log_dir=tmp)
-        return self._srv.url
-
-    def __exit__(self, *exc: object) -> None:
-        self._srv.stop()
-        self._tmp.cleanup()
 
 
 def main() -> int:

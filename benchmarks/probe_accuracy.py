@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
-from pathlib import Path
 
 import httpx
 
+from benchmarks.tiny_server import TinyServer
 from llmtop.sources.probe import ProbeResult, run_probe
 
 PROMPT = "The operators of the cluster wrote down every step of the deployment so that"
@@ -73,7 +72,7 @@ def run(
 ) -> list[dict[str, object]]:
     """Rows for the benchmark table. Without a URL a real tiny-model server is started."""
     if server_url is None:
-        with _server() as url:
+        with TinyServer() as url:
             return run(url, n, n_predict)
     m = measure(server_url, n, n_predict)
     gap = float(m["ttft_minus_prompt_ms_median"])
@@ -126,27 +125,6 @@ def run(
             ok=None,
         ),  # fmt: skip
     ]
-
-
-class _server:
-    """A real llama-server with the tiny model for the duration of the benchmark."""
-
-    def __enter__(self) -> str:
-        from llmtop.demo.tiny_model import write_tiny_model
-        from tests.realserver import find_llama_server, start_llama_server
-
-        binary = find_llama_server()
-        if binary is None:
-            raise RuntimeError("no llama-server: run scripts/get-llama-server.sh")
-        self._tmp = tempfile.TemporaryDirectory(prefix="llmtop-bench-")
-        tmp = Path(self._tmp.name)
-        model = write_tiny_model(tmp / "tiny.gguf")
-        self._srv = start_llama_server(binary, model, [], log_dir=tmp)
-        return self._srv.url
-
-    def __exit__(self, *exc: object) -> None:
-        self._srv.stop()
-        self._tmp.cleanup()
 
 
 def _print(rows: list[dict[str, object]]) -> None:

@@ -300,10 +300,9 @@ def run_dashboard(
     else:
         app = create_app(session, log_lines=log_lines)
     # A terminal that vanishes (SSH drop) must end in the clean shutdown, not a hung writer.
-    with contextlib.suppress(ImportError):  # POSIX only (termios)
-        from llmtop.ui.terminal import driver_for
+    from llmtop.ui.run import use_surviving_driver
 
-        app.driver_class = driver_for(app.driver_class)
+    use_surviving_driver(app)
 
     # SIGTERM/SIGHUP while the app runs are handled inside it (clean child stop, terminal
     # restored); these handlers cover the moments before the loop starts and after it ends.

@@ -13,7 +13,6 @@ Prometheus warned) still prints, with the reason in "problems".
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 
@@ -72,15 +71,9 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
             return 0
         from llmtop.ui.fleet_app import FleetApp
+        from llmtop.ui.run import run_tui
 
-        app = FleetApp(reader, refresh_s=args.refresh)
-        with contextlib.suppress(ImportError):  # POSIX only (termios)
-            from llmtop.ui.terminal import driver_for
-
-            app.driver_class = driver_for(app.driver_class)
-        with contextlib.suppress(KeyboardInterrupt):
-            app.run()
-        return int(app.return_code or 0)
+        return run_tui(FleetApp(reader, refresh_s=args.refresh))
     finally:
         reader.close()
         client.close()

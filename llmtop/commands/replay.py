@@ -12,7 +12,6 @@ range (the line says which range exists).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 
@@ -54,14 +53,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         from llmtop.ui.replay_app import create_replay_app
+        from llmtop.ui.run import run_tui
 
-        app = create_replay_app(replay_session(source), source)
-        with contextlib.suppress(ImportError):  # POSIX only (termios)
-            from llmtop.ui.terminal import driver_for
-
-            app.driver_class = driver_for(app.driver_class)
-        with contextlib.suppress(KeyboardInterrupt):
-            app.run()
-        return int(app.return_code or 0)
+        return run_tui(create_replay_app(replay_session(source), source))
     finally:
         source.close()
