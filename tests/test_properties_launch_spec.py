@@ -302,3 +302,29 @@ plain = st.text(st.characters(codec="utf-8"), max_size=200).filter(
 def test_text_without_secrets_comes_back_unchanged(text: str) -> None:
     assert redact_text(text) == text
     assert Redactor(["abc"])(text) == text  # too short to be hidden by value
+
+
+# Text near the shapes: their fixed parts with random case and surroundings, so the gate is tried
+# where it matters, not only on random text that almost never looks like a secret.
+near_shapes = st.builds(
+    lambda before, word, after: f"{before}{word}{after}",
+    text_around,
+    st.sampled_from(
+        ["--api-key ", "--API_key=", "--hf_token ", "-hft ", "-HFT=", "Bearer ", "BEARER\t",
+         "MY_KEY=", "X_TOKEN_Y=", "SECRET=", "A_PASSWD=", "CREDENTIALS=", '"api_key": ',
+         '"apiKey":"v"', '"api-key" : "v"', '"token":"v"', '"password": "v"', "key",
+         "tokens", "Token=", "--api-key v", "MY_KEY=v", "Bearer v", '"api_key": "v"']
+    ),
+    text_around,
+)  # fmt: skip
+
+
+@FAST
+@given(st.one_of(near_shapes, plain, log_lines, st.text(max_size=120)))
+def test_the_cheap_gate_lets_through_every_text_a_shape_matches(text: str) -> None:
+    """`_may_hold_secret` skips the full pattern for most log lines; it must never skip one
+    the pattern would redact (it is a superset of `_SHAPES`)."""
+    from llmtop.model.redaction import _SHAPES, _may_hold_secret
+
+    if _SHAPES.search(text) is not None:
+        assert _may_hold_secret(text), text
