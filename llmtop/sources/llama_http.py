@@ -27,6 +27,7 @@ import math
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -345,12 +346,16 @@ class LlamaClient:
     async def _get_json(self, path: str, *, auth: bool = True) -> Any:
         return self._json(path, await self._get(path, auth=auth))
 
-    async def _get_sequence(self, paths: list[str], *, stop_if_asleep: bool = False) -> list[Any]:
-        """GET *paths* in a row over one connection in a thread (raw_http.get_sequence); each
-        result is the parsed JSON (the text for /metrics) or the ProbeError for that path.
-
-        `stop_if_asleep`: when /props answers `is_sleeping`, the paths after it are not asked
-        (their results are None): /slots, /metrics and /v1/models would wake the server."""
+    async def raw_sequence(
+        self,
+        paths: list[str],
+        *,
+        proceed: Callable[[str, raw_http.Answer], bool] | None = None,
+    ) -> list[raw_http.Answer | raw_http.RawHTTPError | None]:
+        """GET *paths* (plain http) in a row over one connection in a worker thread, /health
+        without the API key: one answer per path, None for those not asked (`proceed` said
+        stop). `aclose()` or a cancellation ends a poll stuck on a hung server at once. The
+        one route to raw_http for the poll and the router watcher alike."""
         key = self.auth_headers()
         asks = [(p, {} if p == "/health" else key) for p in paths]
         abort = raw_http.Abort()
@@ -362,16 +367,25 @@ class LlamaClient:
                 asks,
                 timeout_s=self.timeout_s,
                 abort=abort,
-                proceed=_awake_so_far if stop_if_asleep else None,
+                proceed=proceed,
             )
         except asyncio.CancelledError:
             abort.abort()  # the thread gives up at once instead of waiting out its timeout
             raise
         finally:
             self._in_flight.discard(abort)
-        out: list[Any] = []
         padded: list[raw_http.Answer | raw_http.RawHTTPError | None] = [*answers]
-        padded += [None] * (len(paths) - len(answers))  # not asked: the server is asleep
+        padded += [None] * (len(paths) - len(answers))
+        return padded
+
+    async def _get_sequence(self, paths: list[str], *, stop_if_asleep: bool = False) -> list[Any]:
+        """GET *paths* in a row over one connection in a thread (raw_http.get_sequence); each
+        result is the parsed JSON (the text for /metrics) or the ProbeError for that path.
+
+        `stop_if_asleep`: when /props answers `is_sleeping`, the paths after it are not asked
+        (their results are None): /slots, /metrics and /v1/models would wake the server."""
+        padded = await self.raw_sequence(paths, proceed=_awake_so_far if stop_if_asleep else None)
+        out: list[Any] = []
         for path, answer in zip(paths, padded, strict=True):
             if answer is None:
                 out.append(None)  # not asked: the server is asleep

@@ -416,20 +416,11 @@ class RouterWatch:
         self.requests += len(paths)
         self.asked = list(paths)
         client = self.client
-        key = client.auth_headers()
-        asks = [(p, {} if p == "/health" else key) for p in paths]
         if not client.url.startswith("http://"):
+            key = client.auth_headers()
+            asks = [(p, {} if p == "/health" else key) for p in paths]
             return list(await asyncio.gather(*(self._fetch_httpx(p, h) for p, h in asks)))
-        abort = raw_http.Abort()
-        try:
-            answers = await asyncio.to_thread(
-                raw_http.get_sequence, client.url, asks, timeout_s=client.timeout_s, abort=abort
-            )
-        except asyncio.CancelledError:
-            abort.abort()
-            raise
-        padded: list[raw_http.Answer | raw_http.RawHTTPError | None] = [*answers]
-        padded += [None] * (len(paths) - len(answers))  # not asked
+        padded = await client.raw_sequence(paths)
         out: list[Fetched] = []
         for path, answer in zip(paths, padded, strict=True):
             if answer is None or isinstance(answer, raw_http.RawHTTPError):
