@@ -75,6 +75,8 @@ class ServerEntry:
     unit_monitor: UnitMonitor | None = None
     pid_hint: int | None = None
     collector: Collector | None = None
+    # This server's own log (a unit's journal); the logs tab shows the focused server's.
+    log_store: LogStore = field(default_factory=LogStore)
 
 
 @dataclass(frozen=True)
@@ -175,10 +177,16 @@ class Session:
         """Watch every one of *targets* (units in unit mode, the rest attached) in one
         dashboard, the first focused. Before start(); reads each unit once (blocking)."""
         operator_key = self.api_key
+        first_store = self.log_store
         entries: list[ServerEntry] = []
-        for target in targets:
+        for i, target in enumerate(targets):
             self.api_key = operator_key or target.api_key
             self.controller, self.unit_monitor, self.pid_hint = None, None, target.pid
+            # each server its own log: two units' journals in one store would be one stream
+            if i:
+                self.log_store = LogStore(
+                    maxlen=first_store.maxlen, max_chars=first_store.max_chars
+                )
             if target.unit:
                 self.use_unit(target.unit, user=target.user, url=target.url or None, access=access)
             else:
@@ -187,7 +195,7 @@ class Session:
             entries.append(
                 ServerEntry(
                     self.mode, self.url, self.api_key, self.controller, self.unit_monitor,
-                    self.pid_hint,
+                    self.pid_hint, log_store=self.log_store,
                 )
             )  # fmt: skip
         self.candidates = []
@@ -215,6 +223,12 @@ class Session:
             e.unit_monitor,
             e.collector,
         )
+        self.log_store = e.log_store
+        from llmtop.agent.sinks import LogSink
+
+        for sink in self.recorders:  # --record: the focused server's samples, and its log
+            if isinstance(sink, LogSink):
+                sink.use_log(e.log_store)
 
     def _build_multi(self) -> None:
         """One collector per server: the first samples the host, the focused one gets the GPU

@@ -8,14 +8,16 @@ import argparse
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from llmtop.commands import dashboard
 from llmtop.session import Session, UnitAccess
 from llmtop.ui.app import LlmtopApp, create_app
+from llmtop.ui.panels.logs import LogsPanel
 from llmtop.ui.screens.confirm import ConfirmScreen
-from tests.realserver import wait_healthy
+from tests.realserver import free_port, server_argv, wait_healthy
 from tests.screen_text import screen_text
 from tests.systemd_box.box import SystemdBox
 from tests.systemd_box.fixtures import TEST_API_KEY, BoxUnit
@@ -97,3 +99,51 @@ async def test_unit_mode_dashboard_shows_state_journal_and_restarts(
     # quitting never touches a unit
     assert llama_unit.show("ActiveState")["ActiveState"] == "active"
     assert llama_unit.main_pid() == second
+
+
+async def test_two_units_each_show_their_own_journal(
+    systemd_box: SystemdBox,
+    unit_factory: Callable[..., BoxUnit],
+    llama_server_bin: Path,
+    tiny_model: Path,
+) -> None:
+    """`--unit A --unit B`: the logs tab shows the focused unit's journal only, and `>` turns it
+    to the other unit's (two journals in one stream would mix two servers' failures)."""
+    units: list[BoxUnit] = []
+    for _ in range(2):
+        port = free_port()
+        unit = unit_factory(server_argv(llama_server_bin, tiny_model, port, "-ngl", "0"))
+        unit.port = port
+        units.append(unit)
+    for unit in units:
+        await asyncio.to_thread(wait_healthy, unit.url, 60)
+    a, b = units
+    parser = argparse.ArgumentParser()
+    dashboard.add_arguments(parser)
+    args = parser.parse_args(["--unit", a.name, "--unit", b.name, "--user", "--refresh", "0.5"])
+    args.server_argv = []
+    access = UnitAccess(tuple(systemd_box.command_prefix), str(systemd_box.journal_dir))
+    session = dashboard.build_session(args, access=access)
+    assert isinstance(session, Session), session
+    session.gpu_factory = None
+    assert [e.url for e in session.servers] == [a.url, b.url]
+
+    def log_text(app: LlmtopApp) -> str:
+        return "\n".join(app.query_one(LogsPanel).log_view.lines)
+
+    app = create_app(session)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_until(pilot, lambda: app.latest is not None and len(app.latest.servers) == 2)
+        await pilot.press("2")
+        await wait_until(pilot, lambda: f"listening on {a.url}" in log_text(app), 30)
+        assert f"listening on {b.url}" not in log_text(app)
+
+        await pilot.press("greater_than_sign")
+        await wait_until(pilot, lambda: f"listening on {b.url}" in log_text(app), 30)
+        assert f"listening on {a.url}" not in log_text(app)  # rewritten, not appended
+        assert f"listening on {a.url}" not in screen_text(app)
+
+        await pilot.press("less_than_sign")
+        await wait_until(pilot, lambda: f"listening on {a.url}" in log_text(app), 30)
+        assert f"listening on {b.url}" not in log_text(app)
+        await pilot.press("q")

@@ -179,6 +179,12 @@ class HistoryRecorder:
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self._auto_vacuum = int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
 
+    def use_log(self, store: LogStore) -> None:
+        """Take events and their lines from *store* from now on (the dashboard's focus moved
+        to another server: the samples are that server's now, so its log must be too)."""
+        self.redact.add(*store.redactor.secrets)
+        self.log_store = store
+
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(

@@ -34,7 +34,7 @@ from llmtop.ui.panels.gpu import GpuPanel
 from llmtop.ui.panels.gpu_summary import GpuSummary
 from llmtop.ui.panels.host import HostPanel
 from llmtop.ui.panels.latency import LatencyPanel, ProbeSummary, RecentProbes
-from llmtop.ui.panels.logs import EventsStrip, LogsPanel
+from llmtop.ui.panels.logs import EventsStrip, LogsPanel, empty_log_hint
 from llmtop.ui.panels.prompt import PromptPanel
 from llmtop.ui.panels.server import FailureBox, ServerPanel
 from llmtop.ui.panels.thermal import ThermalPanel
@@ -163,18 +163,12 @@ class LlmtopApp(
             yield EventsStrip(self.session.log_store, rows=3, id="overview-events")
             yield LogTail(self.session, id="log-tail")
         with Pane(id="logs").hidden():
-            hint = ""
-            if self.session.mode == "attach":
-                hint = (
-                    "attach mode: no server output here — llmtop shows the logs of servers "
-                    "it starts (llmtop -- llama-server …) or of a unit's journal (--unit)"
-                )
             # Hidden tabs are mounted after the first data frame: faster start-up.
             yield AfterFirstData(
                 LogsPanel(
                     self.session.log_store,
                     max_lines=self.log_lines,
-                    empty_hint=hint,
+                    empty_hint=empty_log_hint(self.session.mode),
                     id="logs-panel",
                 )
             )

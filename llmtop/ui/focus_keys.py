@@ -3,8 +3,8 @@
 The focused server is the one the rest of the dashboard shows (the snapshot's `server`, its
 process, the GPU card's "server" figures, the alerts) and the one the keys act on: restart, stop
 and start only where that server is controllable (a unit; an attached server is not), probes go
-to it. Every server keeps being polled; the bar shows them all. With one server the keys do
-nothing.
+to it, the logs tab shows its log. Every server keeps being polled; the bar shows them all.
+With one server the keys do nothing.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from llmtop.snapshot import Snapshot
 from llmtop.ui.panels.gpu_summary import GpuSummary
 from llmtop.ui.panels.host import HostPanel
 from llmtop.ui.panels.latency import LatencyPanel, ProbeSummary, RecentProbes
-from llmtop.ui.panels.logs import LogsPanel
+from llmtop.ui.panels.logs import EventsStrip, LogsPanel, empty_log_hint
 from llmtop.ui.panels.server import FailureBox, ServerPanel
 from llmtop.ui.roles import RecordsSnapshots
 from llmtop.ui.widgets.log_tail import LogTail
@@ -112,13 +112,17 @@ class TabRouter(_AppBase):
                 self._q(FailureBox).show(snap)
                 self._q(GpuSummary).show(snap)
             self._q(ProbeSummary).show(snap)
-            self._q("#overview-events").refresh_events()
+            events: EventsStrip = self._q("#overview-events")
+            events.use_store(self.session.log_store)  # several servers: the focused server's
+            events.refresh_events()
             if self.screen.has_class("-wide"):
                 self._q(LogTail).show(snap)
                 self._q(RecentProbes).show(snap)
         elif tab == "logs":
             panel = self._find(LogsPanel)
             if panel is not None:
+                # several servers: the focused server's log (rewritten when the focus moved)
+                panel.use_store(self.session.log_store, empty_log_hint(self.session.mode))
                 panel.refresh_events()
                 panel.pump()
         elif tab == "probe":

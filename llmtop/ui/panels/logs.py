@@ -61,6 +61,16 @@ class LogView(_LogBase):  # type: ignore[valid-type,misc]
         return (self.highlighter.needle,)
 
 
+def empty_log_hint(mode: str) -> str:
+    """What an empty logs tab says: in attach mode llmtop reads no server output at all."""
+    if mode != "attach":
+        return ""
+    return (
+        "attach mode: no server output here — llmtop shows the logs of servers "
+        "it starts (llmtop -- llama-server …) or of a unit's journal (--unit)"
+    )
+
+
 class EventsStrip(Static):
     """The last few milestones and failures (model loaded, listening, out of memory, exit …)."""
 
@@ -69,6 +79,12 @@ class EventsStrip(Static):
         self.store = store
         self.rows = rows
         self._last = ""
+
+    def use_store(self, store: LogStore) -> None:
+        """Show *store*'s events from now on (several servers: the focused server's log)."""
+        if store is not self.store:
+            self.store = store
+            self.refresh_events()
 
     def refresh_events(self) -> None:
         events = self.store.events()[-self.rows :]
@@ -138,6 +154,16 @@ class LogsPanel(Vertical):
 
     def refresh_events(self) -> None:
         self.query_one("#log-events", EventsStrip).refresh_events()
+
+    def use_store(self, store: LogStore, empty_hint: str = "") -> None:
+        """Show *store* from now on (several servers: the focus moved to another server, whose
+        log this is): rewritten from that store, the filter and the follow mode kept."""
+        if store is self.store:
+            return
+        self.store, self.empty_hint = store, empty_hint
+        if self.is_mounted:
+            self.query_one("#log-events", EventsStrip).use_store(store)
+            self.set_filter(self.needle)
 
     # ---------------------------------------------------------------- follow / search
     def toggle_follow(self) -> bool:

@@ -17,13 +17,14 @@ class LogTail(Static):
         super().__init__(id=id)
         self.session = session
         self._seq = -1
+        self._store: object = None  # the store _seq counts in (several servers: it changes)
         self.border_title = "Log (2 for the full log)"
 
     def show(self, snapshot: Snapshot | None = None) -> None:
         store = self.session.log_store
-        if store.last_seq == self._seq:
+        if store.last_seq == self._seq and store is self._store:
             return
-        self._seq = store.last_seq
+        self._seq, self._store = store.last_seq, store
         rows = max(1, self.size.height or 10)
         width = max(8, self.content_size.width or 200)
         lines = store.since(max(0, store.last_seq - rows))
