@@ -41,9 +41,12 @@ def _p95(values: list[float]) -> float:
 
 
 async def _key_to_frame(db: Path, presses: int) -> dict[str, list[float]]:
-    """Per key, seconds from posting it to the first frame handed to the driver after the
-    snapshot at the new cursor was handled (`_display` timestamps every frame, as in
-    benchmarks/log_flood.py). Between presses the app settles."""
+    """Per key, seconds from posting it to the end of the first frame handed to the driver that
+    shows the snapshot at the new cursor (`_display` is wrapped, as in benchmarks/log_flood.py).
+    The wrapper checks each frame itself, so nothing polls while a key is handled: a waiter
+    waking every millisecond takes the GIL from the app's DB-reading thread and measured itself
+    (an earlier version of this benchmark did, and also took the frame before the key for the
+    answer). Between presses the app settles."""
     from textual import events
 
     from llmtop.commands.replay import replay_session
@@ -53,33 +56,34 @@ async def _key_to_frame(db: Path, presses: int) -> dict[str, list[float]]:
     source = await asyncio.to_thread(ReplaySource.open, db)
     app = create_replay_app(replay_session(source), source)
     out: dict[str, list[float]] = {k: [] for k in KEYS}
-    frames: list[float] = []
     display = app._display  # noqa: SLF001
+    # the key in flight: the cursor's time before it, the Event its frame sets, the frame's time
+    waiting: list[tuple[float, asyncio.Event, list[float]]] = []
+
+    def shown(before: float) -> bool:
+        # the cursor moved (every key measured moves it) and its snapshot is the app's now
+        return source.time != before and app.latest is not None and app.latest.time == source.time
 
     def timed_display(screen: Any, renderable: Any) -> Any:
-        frames.append(time.perf_counter())
-        return display(screen, renderable)
+        result = display(screen, renderable)
+        if waiting and shown(waiting[0][0]):
+            _, done, at = waiting.pop()
+            at.append(time.perf_counter())
+            done.set()
+        return result
 
     app._display = timed_display  # type: ignore[method-assign]  # noqa: SLF001
 
-    def shown() -> bool:
-        return app.latest is not None and app.latest.time == source.time
-
     async def press(key: str) -> float:
-        n = len(frames)
+        done, at = asyncio.Event(), []
+        waiting.append((source.time, done, at))
         t0 = time.perf_counter()
         app.post_message(events.Key(key, key if len(key) == 1 else None))
-        deadline = time.monotonic() + 30.0
-        while not shown():  # the snapshot at the new cursor is handled (polled each ms)
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the cursor's snapshot was not shown after {key!r}")
-            await asyncio.sleep(0.001)
-        t_shown = time.perf_counter()
-        while not (len(frames) > n and frames[-1] >= t_shown):  # ... and a frame with it
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no frame after {key!r}")
-            await asyncio.sleep(0.001)
-        return frames[-1] - t0
+        try:
+            await asyncio.wait_for(done.wait(), 30.0)
+        except TimeoutError:
+            raise RuntimeError(f"no frame with the cursor's snapshot after {key!r}") from None
+        return at[0] - t0
 
     try:
         async with app.run_test(size=(160, 48)) as pilot:

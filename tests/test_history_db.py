@@ -122,6 +122,59 @@ def test_alert_spans_and_events_with_redacted_lines(tmp_path: Path) -> None:
     assert SECRET.encode() not in path.read_bytes()
 
 
+def test_thermal_points_are_what_whole_snapshots_give_the_verdict(tmp_path: Path) -> None:
+    """Replay's verdict after a jump reads narrow rows (`thermal_points`) instead of whole
+    snapshots: the same points, GPU by GPU, a lost GPU and unknown reasons or rates included."""
+    import dataclasses
+
+    from llmtop.diagnosis.thermal import ThermalPoint
+    from llmtop.sources.history_plot import thermal_points
+
+    snaps = []
+    for i in range(12):
+        s = snap(T0 + i, reasons=("HwThermalSlowdown",) if i % 3 == 0 else (),
+                 gen=None if i == 5 else 40.0 - i, temp=80.0 + i)  # fmt: skip
+        second = dataclasses.replace(s.gpus[0], index=1, lost=i == 7, sm_clock_mhz=None,
+                                     throttle_reasons=None if i == 4 else ("SwPowerCap",))  # fmt: skip
+        snaps.append(dataclasses.replace(s, gpus=(s.gpus[0], second)))
+    path = tmp_path / "h.sqlite"
+    record(path, snaps).close()
+    with HistoryDB.open(path) as db:
+        whole = [
+            ThermalPoint.of(s.time, g, s.server.gen_tokens_per_s)
+            for s in db.snapshots(T0 + 2, T0 + 10)
+            if s.time < T0 + 10
+            for g in s.gpus
+            if not g.lost
+        ]
+        narrow = thermal_points(db, T0 + 2, T0 + 10)
+    assert narrow == whole
+    assert len(narrow) == 15 and all(p.gpu_index == 0 for p in narrow if p.time == T0 + 7)
+
+
+def test_focus_moved_records_the_other_servers_log(tmp_path: Path) -> None:
+    """`--record` with several servers: when the focus moves, the samples are the other
+    server's, and so must its events be — not the first server's log any more; the other
+    store's secrets are redacted too."""
+    first, second = LogStore(), LogStore()
+    other_key = "sk-other-server-7777"
+    second.redactor.add(other_key)
+    path = tmp_path / "h.sqlite"
+    rec = HistoryRecorder.open(path, RecorderOptions(), log_store=first, report=lambda _l: None)
+    rec.on_snapshot(snap(T0))
+    rec.use_log(second)
+    first.append("cudaMalloc failed: out of memory (first server)", "stderr", time=T0 + 0.5)
+    second.append(f"starting with --api-key {other_key}", "journal", time=T0 + 0.6)
+    second.append("cudaMalloc failed: out of memory (second server)", "journal", time=T0 + 0.7)
+    rec.on_snapshot(snap(T0 + 1))
+    rec.close()
+    with HistoryDB.open(path) as db:
+        ooms = [e for e in db.events(T0, T0 + 100) if e.kind == "oom"]
+    assert len(ooms) == 1 and "second server" in ooms[0].message
+    assert ooms[0].lines is not None and "first server" not in ooms[0].lines
+    assert other_key.encode() not in path.read_bytes()
+
+
 def test_minute_aggregates_and_retention_by_age(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite"
     # 30 minutes at 5 s; raw kept 10 min, aggregates 20 min

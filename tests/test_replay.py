@@ -121,6 +121,11 @@ async def test_replay_shows_the_throttled_moment_and_jumps_to_it(
             await wait_until(pilot, lambda: shown(app))
             assert f"REPLAY {stamp(starts[0].time)}" in screen_text(app)
             assert "HwThermalSlowdown" in screen_text(app)
+            # the title bar names the event the cursor is on, until it moves off it
+            title = screen_text(app).splitlines()[0]
+            assert f"◆ {starts[0].label}" in title, title
+            await pilot.press("right")
+            await wait_until(pilot, lambda: "◆" not in screen_text(app).splitlines()[0])
     finally:
         source.close()
 

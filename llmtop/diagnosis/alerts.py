@@ -200,6 +200,16 @@ class AlertEngine:
         for snap in snapshots:
             self._feed(snap)
 
+    def feed_points(self, points: Iterable[ThermalPoint]) -> None:
+        """Recorded thermal points (oldest first, a time's GPUs together) into the thermal
+        window, without raising alerts: what `feed_history` does with whole snapshots, from
+        the narrow rows replay reads after a jump (`history_plot.thermal_points`)."""
+        for p in points:
+            if self._fed_time is not None and p.time < self._fed_time:
+                continue
+            self.tracker.add(p)
+            self._fed_time = p.time
+
     def refeed_history(self, past: Iterable[Snapshot], live: Iterable[Snapshot]) -> None:
         """The thermal window rebuilt from the recorded *past* and the *live* snapshots it has
         already seen (both oldest first): the dashboard shows the present before the past

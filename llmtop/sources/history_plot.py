@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmtop.diagnosis.thermal import LIMITING
+from llmtop.diagnosis.thermal import LIMITING, ThermalPoint
 from llmtop.snapshot import GpuSample, HostStats, ProcessStats, ServerStatus, Snapshot
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; sqlite3 stays off the dashboard's start-up
@@ -235,3 +235,26 @@ def read_plot_file(
             return read_plot_history(db, start, end, bucket_s)
     except HistoryError:
         return None
+
+
+def thermal_points(db: HistoryDB, start: float, end: float) -> list[ThermalPoint]:
+    """What the thermal verdict reads of [start, end) — each GPU's temperature, SM clock and
+    throttle reasons with the server's gen tokens/s — oldest first, lost GPUs left out: one
+    range scan instead of whole snapshots (replay's verdict after a jump: ~10× cheaper)."""
+    from llmtop.sources.history_schema import REASONS_SEPARATOR  # sqlite3: off start-up
+
+    out: list[ThermalPoint] = []
+    for t, i, temp, sm, reasons, gen in db._query(  # noqa: SLF001
+        "SELECT g.time, g.gpu_index, g.temperature_c, g.sm_clock_mhz, g.throttle_reasons,"
+        " s.gen_tokens_per_s FROM gpu_samples g LEFT JOIN server_samples s ON s.time = g.time"
+        " WHERE g.time >= ? AND g.time < ? AND NOT coalesce(g.lost, 0)"
+        " ORDER BY g.time, g.gpu_index",
+        (start, end),
+    ):
+        names = (
+            tuple(r for r in reasons.split(REASONS_SEPARATOR) if r)
+            if isinstance(reasons, str)
+            else None
+        )
+        out.append(ThermalPoint(_t(t), _i(i), _f(temp), _oi(sm), names, _f(gen)))
+    return out

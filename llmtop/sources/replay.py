@@ -29,6 +29,7 @@ from llmtop.diagnosis.alerts import AlertEngine
 from llmtop.diagnosis.history_report import GAP_INTERVALS, THROTTLE_REASONS
 from llmtop.snapshot import Snapshot
 from llmtop.sources.history_db import EventRow, HistoryDB, HistoryError
+from llmtop.sources.history_plot import thermal_points
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from llmtop.sources.history_plot import PlotHistory
@@ -194,10 +195,10 @@ class ReplaySource:
             if engine is None or fed is None or t < fed or t - fed > window:
                 engine = self._engine = AlertEngine()
                 window = engine.thresholds.thermal_window_s
-                past = self.db.snapshots(t - window, t)
+                since = t - window
             else:
-                past = self.db.snapshots(math.nextafter(fed, math.inf), t)
-            engine.feed_history(p for p in past if p.time < t)
+                since = math.nextafter(fed, math.inf)
+            engine.feed_points(thermal_points(self.db, since, t))  # the samples before t
             self._fed = t
             return dataclasses.replace(snap, thermal=engine.thermal(snap))
 

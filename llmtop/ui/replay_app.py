@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from textual.binding import Binding
 from textual.widgets import Input, Tabs, TextArea
 
@@ -51,6 +52,8 @@ PLAY_TICK_S = 0.25
 # A cursor move farther than this many samples starts the plots afresh (no line drawn across
 # the jump); so does any move backwards.
 JUMP_SAMPLES = 10
+# A read that takes longer than this shows the cursor's time in the title before its snapshot.
+TITLE_ALONE_S = 0.05
 REPLAY_ACTIONS = frozenset({"step", "shift", "event", "goto", "play", "speed"})
 
 
@@ -117,6 +120,8 @@ class ReplayApp(LlmtopApp):
         self._load_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._play_timer: Timer | None = None
+        # the cursor's time and the events `[`/`]` landed on there (named in the title)
+        self._at_event: tuple[float, str] | None = None
 
     @property
     def speed(self) -> int:
@@ -133,8 +138,12 @@ class ReplayApp(LlmtopApp):
 
     # ------------------------------------------------------------------ the cursor
     def _cursor_moved(self) -> None:
-        """The cursor moved: the title now, the snapshot when the DB read is back."""
-        self._refresh_title()
+        """The cursor moved: the snapshot (and the title with it) when the DB read is back, the
+        title alone first only when the read is slow (TITLE_ALONE_S).
+
+        One frame per key, not two: Textual paints at most every 1/60 s and, after an idle
+        spell, paints a second frame 17–33 ms after the first, so a title-only frame on the key
+        would hold back the frame with the snapshot by as much."""
         if self._load_task is None or self._load_task.done():
             self._load_task = asyncio.get_running_loop().create_task(self._load())
 
@@ -145,50 +154,72 @@ class ReplayApp(LlmtopApp):
                 t, last = self.source.times[index], self._shown_time
                 jump = last is None or t < last or t - last > JUMP_SAMPLES * self.source.interval_s
                 window = self._plot_window()
-                snap, past, plots = await asyncio.to_thread(self._read, index, jump, window)
+                # After a jump the present first: the snapshot with what the tab on screen
+                # plots (the overview's 10 minutes, or the GPU plots' window) is one read and
+                # one frame; the other tab's history follows in a second read.
+                overview = self.active_tab == "overview"
+                first = ("series" if overview else "plots") if jump else None
+                read = asyncio.ensure_future(asyncio.to_thread(self._read, index, first, window))
+                done, _ = await asyncio.wait({read}, timeout=TITLE_ALONE_S)
+                if not done:  # a slow read (a cold page cache): the cursor's time meanwhile
+                    self._refresh_title()
+                snap, past, plots = await read
                 self._shown_index = index
                 if snap is None:
+                    self._refresh_title()
                     continue
                 if jump:
-                    self._refill_plots(past, window, plots)
+                    self._refill(past, window, plots)
                 self._shown_time = snap.time
                 log = self.session.log_store
                 if isinstance(log, RecordedLog):
                     log.cursor = snap.time
                 self.post_message(SnapshotReady(snap))
+                if jump:  # the other tab's history, once the frame above is painted
+                    painted = asyncio.Event()
+                    self.call_after_refresh(painted.set)
+                    await painted.wait()
+                    second = "plots" if overview else "series"
+                    _, past, plots = await asyncio.to_thread(self._read, index, second, window)
+                    self._refill(past, window, plots)
         except Exception as exc:  # noqa: BLE001 - a DB read failed: say so, keep the app
             self.notify(f"replay: {exc}", severity="error", timeout=10)
 
     def _read(
-        self, index: int, jump: bool, window: Window
-    ) -> tuple[Snapshot | None, list[Snapshot], PlotHistory | None]:
-        """In a thread: the snapshot at *index* and, after a jump, the plots' windows ending
-        there (the overview's 10 minutes, the GPU plots' *window*)."""
+        self, index: int, what: str | None, window: Window
+    ) -> tuple[Snapshot | None, list[Snapshot] | None, PlotHistory | None]:
+        """In a thread: the snapshot at *index* and, after a jump, one of the plots' windows
+        ending there: *what* "series" (the overview's 10 minutes, ending with the snapshot)
+        or "plots" (the GPU plots' *window*)."""
         snap = self.source.snapshot(index)
-        if snap is None or not jump:
-            return snap, [], None
-        past = self.source.snapshots_before(snap.time, SERIES_LEN * self.source.interval_s)
-        plots = self.source.plot_history(snap.time, window.seconds, window.bucket_s)
-        return snap, past, plots
+        if snap is None or what is None:
+            return snap, None, None
+        if what == "series":
+            past = self.source.snapshots_before(snap.time, SERIES_LEN * self.source.interval_s)
+            return snap, past, None
+        return snap, None, self.source.plot_history(snap.time, window.seconds, window.bucket_s)
 
     def _plot_window(self) -> Window:
         panel = self._find("#thermal-panel")
         return panel.window if isinstance(panel, ThermalPanel) else WINDOWS[0]
 
-    def _refill_plots(
-        self, past: list[Snapshot], window: Window, plots: PlotHistory | None
+    def _refill(
+        self, past: list[Snapshot] | None, window: Window, plots: PlotHistory | None
     ) -> None:
-        """Start the plots afresh with the window before the cursor (no line drawn across the
-        jump): the history objects are emptied in place (every panel holds them) and refilled."""
-        self.series.clear()
-        for snap in past[:-1]:
-            self.series.add_snapshot(snap)
-        panel = self._find("#thermal-panel")
-        if isinstance(panel, ThermalPanel):
-            panel.clear()
-            if plots is not None:
+        """Start a plot afresh with the window before the cursor (no line drawn across the
+        jump): the history objects are emptied in place (every panel holds them) and refilled.
+        *past* ends with the cursor's snapshot: whether the app has recorded it yet or not,
+        the overview's series end with it."""
+        if past is not None:
+            self.series.clear()
+            for snap in past:
+                self.series.add_snapshot(snap)
+            self.prefill = past[:-1]  # a GPU tab mounted later records them too
+        if plots is not None:
+            panel = self._find("#thermal-panel")
+            if isinstance(panel, ThermalPanel) and panel.window.key == window.key:
+                panel.clear()
                 panel.load(window, plots)
-        self.prefill = past[:-1]  # a GPU tab mounted later records them too
 
     async def fill_window(self, panel: ThermalPanel, window: Window) -> None:
         """`w` in replay: the new window ends at the cursor, read from the recording."""
@@ -210,7 +241,10 @@ class ReplayApp(LlmtopApp):
 
             s = snap.server
             parts.append(f"[{HEALTH_STYLE.get(s.health, 'bold')}]● {s.health}[/]")
-            parts.append(model_name(s.model_path, s.model_alias))
+            parts.append(escape(model_name(s.model_path, s.model_alias)))
+        at_event = self._at_event
+        if at_event is not None and at_event[0] == src.time:
+            parts.append(f"[bold magenta]◆ {escape(at_event[1])}[/]")
         where = f"{src.index + 1}/{len(src.times)}"
         if src.follow and src.at_end:
             where += " · live end"
@@ -220,7 +254,7 @@ class ReplayApp(LlmtopApp):
         except Exception:  # noqa: BLE001 - no screen while the app closes
             return
         if title is not None:
-            title.update("  ".join(parts))
+            title.show_markup("  ".join(parts))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The cursor keys give way to a dialog or a text field (typing a space, ← in Input)."""
@@ -244,7 +278,11 @@ class ReplayApp(LlmtopApp):
             where = "after" if direction > 0 else "before"
             self.notify(f"replay: no event {where} {stamp(self.source.time)}")
             return
-        self.notify(f"{stamp(event.time)}  {event.label}")
+        # named in the title bar while the cursor stays on it (a toast would cost a relayout
+        # of the whole screen, plots included, on every ])
+        together = [e for e in self.source.events if e.time == event.time]
+        together.sort(key=lambda e: e.kind == "alert")  # an alert's long words last
+        self._at_event = (self.source.time, " · ".join(e.label for e in together))
         self._cursor_moved()
 
     def action_goto(self) -> None:

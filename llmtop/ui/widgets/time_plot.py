@@ -331,18 +331,44 @@ def _row_lines(
     for y in range(h):
         parts: Line = [_gutter(left[y] if y < len(left) else "", LEFT_W - 1, "bold" if y else "")]
         parts.append(("│", "dim"))
-        bits, styles = canvas.bits[y], canvas.styles[y]
-        for x in range(w):
-            ch = chr(0x2800 + bits[x]) if bits[x] else " "
-            style = styles[x] if bits[x] else ""
-            if spans[x]:
-                style = f"{style} on {_span_bg(spans[x])}".strip()
-            parts.append((ch, style))
+        parts += _cells(canvas.bits[y], canvas.styles[y], spans)
         label, lstyle = right[y]
         parts.append(("│", "dim"))
         parts.append(_gutter(" " + label if label else "", right_w - 1, lstyle))
         out.append(parts)
     return out
+
+
+def _cells(bits: list[int], styles: list[str], spans: list[str]) -> Line:
+    """One line of plot cells as runs of one style each (a braille plot is mostly blank or one
+    colour: a few runs per line instead of a tuple per cell, for this and for `to_strip`)."""
+    out: Line = []
+    run: list[str] = []
+    run_style = ""
+    for b, style, span in zip(bits, styles, spans, strict=True):
+        if b:
+            ch = _BRAILLE[b]
+        else:
+            ch, style = " ", ""
+        if span:
+            style = _on_span(style, span)
+        if style != run_style and run:
+            out.append(("".join(run), run_style))
+            run = []
+        run_style = style
+        run.append(ch)
+    if run:
+        out.append(("".join(run), run_style))
+    return out
+
+
+_BRAILLE = tuple(chr(0x2800 + b) for b in range(256))
+
+
+@lru_cache(maxsize=256)
+def _on_span(style: str, span: str) -> str:
+    """A cell's style over a span's tint."""
+    return f"{style} on {_span_bg(span)}".strip()
 
 
 @lru_cache(maxsize=32)
@@ -453,19 +479,29 @@ def plot_text(data: PlotData | None, width: int, height: int) -> list[str]:
 
 
 def to_strip(line: Line, width: int, base: Style) -> Strip:
-    """One rendered line as a Strip on the widget's base style, runs of one style merged."""
+    """One rendered line as a Strip on the widget's base style, runs of one style merged.
+
+    A plot line is exactly *width* cells of one-cell characters (the gutters are cut and padded
+    to their widths), so it is measured by its length instead of cropped and padded again."""
     segments: list[Segment] = []
     run_text: list[str] = []
     run_style: str | None = None
     for text, spec in line:
         if spec != run_style and run_text:
-            segments.append(Segment("".join(run_text), base + _style(run_style or "")))
+            segments.append(Segment("".join(run_text), _on_base(base, run_style or "")))
             run_text = []
         run_style = spec
         run_text.append(text)
     if run_text:
-        segments.append(Segment("".join(run_text), base + _style(run_style or "")))
+        segments.append(Segment("".join(run_text), _on_base(base, run_style or "")))
+    if sum(len(seg.text) for seg in segments) == width:
+        return Strip(segments, width)
     return Strip(segments).crop_extend(0, width, base)
+
+
+@lru_cache(maxsize=512)
+def _on_base(base: Style, spec: str) -> Style:
+    return base + _style(spec)
 
 
 class TimePlot(Widget):
