@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.frame_wait import FrameWaiter  # noqa: E402
 from benchmarks.pty_run import run_in_pty  # noqa: E402
 from llmtop.diagnosis.fleet_rank import FleetReader  # noqa: E402
 from llmtop.sources.prom_api import PromClient  # noqa: E402
@@ -227,21 +228,13 @@ def bench_refresh(url: str, n: int, hosts: int) -> tuple[list[float], int, list[
 
 async def _scroll(url: str, presses: int) -> tuple[list[float], list[float]]:
     """(key-to-frame ms for ↓ and PgDn presses, refresh-to-frame ms) in the real app."""
-    from textual import events
 
     from llmtop.ui.fleet_app import FleetApp
 
     client = PromClient(url, timeout_s=10)
     reader = FleetReader(client)
     app = FleetApp(reader, refresh_s=5.0, prometheus=client.url_shown)
-    frames: list[float] = []
-    display = app._display
-
-    def timed_display(screen: Any, renderable: Any) -> Any:
-        frames.append(time.perf_counter())
-        return display(screen, renderable)
-
-    app._display = timed_display  # type: ignore[method-assign]
+    frames = FrameWaiter(app)
     keys: list[float] = []
     refreshes: list[float] = []
     try:
@@ -254,15 +247,9 @@ async def _scroll(url: str, presses: int) -> tuple[list[float], list[float]]:
                 if app.table.cursor_row >= len(app.table.shown) - 60:
                     key = "home"
                 before = app.table.cursor_row
-                n = len(frames)
-                t0 = time.perf_counter()
-                app.post_message(events.Key(key, None))
-                end = time.monotonic() + 10
-                while not (app.table.cursor_row != before and len(frames) > n and frames[-1] > t0):
-                    if time.monotonic() > end:
-                        raise TimeoutError(f"no frame after {key}")
-                    await asyncio.sleep(0.001)
-                keys.append((frames[-1] - t0) * 1000)
+                keys.append(
+                    await frames.press(key, lambda b=before: app.table.cursor_row != b, 10.0)
+                )
                 await asyncio.sleep(0.05)
             for _ in range(3):  # refresh started → its frame
                 n0 = app.refreshes
@@ -270,10 +257,10 @@ async def _scroll(url: str, presses: int) -> tuple[list[float], list[float]]:
                 app.action_refresh_now()
                 while app.refreshes == n0:
                     await asyncio.sleep(0.002)
-                nf = len(frames)
-                while len(frames) == nf:
+                nf = frames.frames
+                while frames.frames == nf:
                     await asyncio.sleep(0.002)
-                refreshes.append((frames[-1] - t0) * 1000)
+                refreshes.append((time.perf_counter() - t0) * 1000)
     finally:
         reader.close()
         client.close()

@@ -19,11 +19,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psutil
+
+from benchmarks.frame_wait import FrameWaiter
 
 FLOOD = r"""
 import sys, time
@@ -46,21 +46,6 @@ sys.stderr.write(f"flood done: {n} lines\n")
 def _p(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
-async def _press(app: Any, frames: list[float], key: str, done: Callable[[], bool]) -> float:
-    """Post *key*; return ms until the first displayed frame after *done()* became true."""
-    from textual import events
-
-    n = len(frames)
-    t0 = time.perf_counter()
-    app.post_message(events.Key(key, key if len(key) == 1 else None))
-    deadline = time.monotonic() + 10.0
-    while not (done() and len(frames) > n and frames[-1] > t0):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no repaint after key {key!r}")
-        await asyncio.sleep(0.001)
-    return (frames[-1] - t0) * 1000
 
 
 def _row(label: str, values: list[float]) -> dict:
@@ -91,14 +76,7 @@ async def _bench(rate: int, seconds: float) -> list[dict]:
         session = dashboard.build_session(args)
         assert not isinstance(session, str), session
         app = create_app(session)
-        frames: list[float] = []
-        display = app._display
-
-        def timed_display(screen: Any, renderable: Any) -> Any:
-            frames.append(time.perf_counter())
-            return display(screen, renderable)
-
-        app._display = timed_display  # type: ignore[method-assign]
+        frames = FrameWaiter(app)  # a frame painted while the flood runs is not the key's
         proc = psutil.Process()
         rss: list[int] = []
         switch: list[float] = []
@@ -115,13 +93,13 @@ async def _bench(rate: int, seconds: float) -> list[dict]:
                     for _ in range(2):
                         want = not panel.follow
                         follow.append(
-                            await _press(app, frames, "f", lambda w=want, p=panel: p.follow == w)
+                            await frames.press("f", lambda w=want, p=panel: p.follow == w)
                         )
                         await asyncio.sleep(0.1)
                     key, tab = "1", "overview"
                 else:
                     key, tab = "2", "logs"
-                switch.append(await _press(app, frames, key, lambda t=tab: app.active_tab == t))
+                switch.append(await frames.press(key, lambda t=tab: app.active_tab == t))
                 i += 1
                 if i % 4 == 0:
                     rss.append(proc.memory_info().rss)

@@ -22,14 +22,15 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.agent_bench import DAY_S, generate  # noqa: E402
+from benchmarks.frame_wait import FrameWaiter  # noqa: E402
 
 KEYS = ("right", "pagedown", "right_square_bracket", "g")
 
@@ -42,13 +43,8 @@ def _p95(values: list[float]) -> float:
 
 async def _key_to_frame(db: Path, presses: int) -> dict[str, list[float]]:
     """Per key, seconds from posting it to the end of the first frame handed to the driver that
-    shows the snapshot at the new cursor (`_display` is wrapped, as in benchmarks/log_flood.py).
-    The wrapper checks each frame itself, so nothing polls while a key is handled: a waiter
-    waking every millisecond takes the GIL from the app's DB-reading thread and measured itself
-    (an earlier version of this benchmark did, and also took the frame before the key for the
-    answer). Between presses the app settles."""
-    from textual import events
-
+    shows the snapshot at the new cursor (benchmarks/frame_wait.py). Between presses the app
+    settles."""
     from llmtop.commands.replay import replay_session
     from llmtop.sources.replay import ReplaySource
     from llmtop.ui.replay_app import create_replay_app
@@ -56,34 +52,16 @@ async def _key_to_frame(db: Path, presses: int) -> dict[str, list[float]]:
     source = await asyncio.to_thread(ReplaySource.open, db)
     app = create_replay_app(replay_session(source), source)
     out: dict[str, list[float]] = {k: [] for k in KEYS}
-    display = app._display  # noqa: SLF001
-    # the key in flight: the cursor's time before it, the Event its frame sets, the frame's time
-    waiting: list[tuple[float, asyncio.Event, list[float]]] = []
+    frames = FrameWaiter(app)
 
-    def shown(before: float) -> bool:
+    def moved_and_shown(before: float) -> Callable[[], bool]:
         # the cursor moved (every key measured moves it) and its snapshot is the app's now
-        return source.time != before and app.latest is not None and app.latest.time == source.time
-
-    def timed_display(screen: Any, renderable: Any) -> Any:
-        result = display(screen, renderable)
-        if waiting and shown(waiting[0][0]):
-            _, done, at = waiting.pop()
-            at.append(time.perf_counter())
-            done.set()
-        return result
-
-    app._display = timed_display  # type: ignore[method-assign]  # noqa: SLF001
+        return lambda: (
+            source.time != before and app.latest is not None and app.latest.time == source.time
+        )
 
     async def press(key: str) -> float:
-        done, at = asyncio.Event(), []
-        waiting.append((source.time, done, at))
-        t0 = time.perf_counter()
-        app.post_message(events.Key(key, key if len(key) == 1 else None))
-        try:
-            await asyncio.wait_for(done.wait(), 30.0)
-        except TimeoutError:
-            raise RuntimeError(f"no frame with the cursor's snapshot after {key!r}") from None
-        return at[0] - t0
+        return await frames.press(key, moved_and_shown(source.time)) / 1000.0
 
     try:
         async with app.run_test(size=(160, 48)) as pilot:
@@ -141,7 +119,7 @@ def _startup(db: Path | None, runs: int) -> list[float]:
             srv.stop()
 
 
-def run(days: int = 7, presses: int = 20, startup_runs: int = 5) -> list[dict]:
+def run(days: int = 7, presses: int = 50, startup_runs: int = 5) -> list[dict]:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -173,7 +151,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=int, default=7)
-    ap.add_argument("--presses", type=int, default=20)
+    ap.add_argument("--presses", type=int, default=50)
     ap.add_argument("--startup-runs", type=int, default=5)
     a = ap.parse_args()
     for r in run(a.days, a.presses, a.startup_runs):

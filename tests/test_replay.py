@@ -184,14 +184,22 @@ async def test_keys_move_the_cursor_and_world_changing_keys_say_why(tmp_path: Pa
             assert source.time == T0 + 200
             await pilot.press("left_square_bracket")
             assert source.time == T0 + 120
-            # g: type a time
+            # g: type a time on the title line (keys are the prompt's while it is open:
+            # digits would switch tabs, space would play, backspace edits)
             await pilot.press("g")
-            await wait_until(pilot, lambda: len(app.screen_stack) > 1)
-            await pilot.press(*str(int(T0 + 250)), "enter")
+            await wait_until(pilot, lambda: "GO TO" in screen_text(app).splitlines()[0])
+            await pilot.press(*str(int(T0 + 250)), "9", "backspace", "space", "backspace")
+            await wait_until(pilot, lambda: f"GO TO  {int(T0 + 250)}▏" in screen_text(app))
+            assert not app.playing and app.active_tab == "overview"
+            await pilot.press("enter")
             await wait_until(pilot, lambda: shown(app) and source.time == T0 + 250)
+            assert "GO TO" not in screen_text(app).splitlines()[0]
+            # Esc closes the prompt and leaves the cursor where it was
+            await pilot.press("g", "1", "escape")
+            await wait_until(pilot, lambda: f"REPLAY {stamp(T0 + 250)}" in screen_text(app))
+            assert source.time == T0 + 250
             # a time outside the recording says which range exists
             await pilot.press("g")
-            await wait_until(pilot, lambda: len(app.screen_stack) > 1)
             await pilot.press(*str(int(T0 + 9000)), "enter")
             await wait_until(pilot, lambda: any("outside the recording" in n for n in notes(app)))
             assert any(stamp(T0) in n and stamp(T0 + 299) in n for n in notes(app))

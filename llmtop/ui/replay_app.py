@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
+from textual import events
 from textual.binding import Binding
 from textual.widgets import Input, Tabs, TextArea
 
@@ -52,6 +53,8 @@ PLAY_TICK_S = 0.25
 # A cursor move farther than this many samples starts the plots afresh (no line drawn across
 # the jump); so does any move backwards.
 JUMP_SAMPLES = 10
+# The longest answer the `g` prompt takes ("2026-12-02 03:14:07" is 19).
+GOTO_MAX_CHARS = 40
 # A read that takes longer than this shows the cursor's time in the title before its snapshot.
 TITLE_ALONE_S = 0.05
 REPLAY_ACTIONS = frozenset({"step", "shift", "event", "goto", "play", "speed"})
@@ -122,6 +125,7 @@ class ReplayApp(LlmtopApp):
         self._play_timer: Timer | None = None
         # the cursor's time and the events `[`/`]` landed on there (named in the title)
         self._at_event: tuple[float, str] | None = None
+        self._goto_text: str | None = None  # the `g` prompt's text while it is open
 
     @property
     def speed(self) -> int:
@@ -232,6 +236,13 @@ class ReplayApp(LlmtopApp):
 
     def _refresh_title(self) -> None:
         src = self.source
+        if self._goto_text is not None:
+            self._show_title(
+                f"[bold reverse] GO TO [/] {escape(self._goto_text)}▏  [dim]Enter go · Esc cancel"
+                f" · recorded {stamp(src.start)} … {stamp(src.end)} · e.g. 2026-12-02 03:14:07,"
+                " 10m ago, unix seconds[/]"
+            )
+            return
         parts = [f"[bold reverse] REPLAY {stamp(src.time)} [/]"]
         parts.append(f"[bold green]▶ {self.speed}×[/]" if self.playing else f"⏸ {self.speed}×")
         snap = self.latest
@@ -249,12 +260,15 @@ class ReplayApp(LlmtopApp):
         if src.follow and src.at_end:
             where += " · live end"
         parts.append(f"[dim]{where}[/]")
+        self._show_title("  ".join(parts))
+
+    def _show_title(self, markup: str) -> None:
         try:
             title = self._find(TitleBar)
         except Exception:  # noqa: BLE001 - no screen while the app closes
             return
         if title is not None:
-            title.show_markup("  ".join(parts))
+            title.show_markup(markup)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The cursor keys give way to a dialog or a text field (typing a space, ← in Input)."""
@@ -286,20 +300,45 @@ class ReplayApp(LlmtopApp):
         self._cursor_moved()
 
     def action_goto(self) -> None:
-        from llmtop.ui.screens.goto_time import GotoTimeScreen
+        """`g`: the title bar becomes a one-line prompt for a time (what `--from` takes).
 
-        hint = f"recorded {stamp(self.source.start)} … {stamp(self.source.end)}"
-        self.push_screen(GotoTimeScreen(hint), self._goto_answered)
+        Typed into the title line itself, not a dialog: opening and closing a dialog repaints
+        the whole screen (plots included) and rebuilt the footer twice, ~90 ms before the new
+        moment showed; on the title line Enter costs what any other jump costs."""
+        self._goto_text = ""
+        self._refresh_title()
 
-    def _goto_answered(self, text: str | None) -> None:
-        if not text:
+    async def on_event(self, event: events.Event) -> None:
+        if self._goto_text is not None and isinstance(event, events.Key) and not event.is_forwarded:
+            self._goto_key(event)  # while the prompt is open every key is its own
             return
+        await super().on_event(event)
+
+    def _goto_key(self, event: events.Key) -> None:
+        event.stop()
+        event.prevent_default()
+        text = self._goto_text or ""
+        if event.key == "escape":
+            self._goto_text = None
+        elif event.key == "enter":
+            self._goto_text = None
+            if text.strip() and self._go_to(text.strip()):
+                return  # the title follows with the snapshot there: one frame, not two
+        elif event.key == "backspace":
+            self._goto_text = text[:-1]
+        elif event.character is not None and event.is_printable and len(text) < GOTO_MAX_CHARS:
+            self._goto_text = text + event.character
+        self._refresh_title()
+
+    def _go_to(self, text: str) -> bool:
+        """Move the cursor to the time *text* names; False (and why, in a toast) if it can't."""
         try:
             self.source.goto(parse_time(text, now=time.time()))
         except ValueError as exc:
             self.notify(f"replay: {exc}", severity="warning", timeout=8)
-            return
+            return False
         self._cursor_moved()
+        return True
 
     def action_play(self) -> None:
         self.playing = not self.playing

@@ -9,7 +9,11 @@ KeyRow = tuple[str, str, str, bool, str | None]
 
 class KeysFooter(Footer):
     """Textual's Footer, rebuilt only when the keys it shows change: the stock one rebuilds all
-    its keys on every bindings signal (eight times during start-up, a tenth of a second)."""
+    its keys on every bindings signal (eight times during start-up, a tenth of a second).
+
+    Not while a dialog covers its screen either: the keys a dialog disables (replay's cursor
+    keys while `g` asks for a time) come back when it closes, and rebuilding the footer twice
+    for that cost ~30 ms and a relayout of the whole screen, plots included."""
 
     _shown: tuple[KeyRow, ...] | None = None
 
@@ -23,6 +27,8 @@ class KeysFooter(Footer):
         )
 
     async def recompose(self) -> None:
+        if self.is_attached and self._shown is not None and self.app.screen is not self.screen:
+            return  # under a dialog: rebuilt, if still needed, when the screen is back
         keys = self._keys()
         if keys is not None and keys == self._shown and self.children:
             return
