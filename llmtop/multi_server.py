@@ -11,7 +11,8 @@ keeps working), plus `servers` (every server's status, for the server bar) and e
 attributed to each server (`GpuSample.server_memory_by_url`, by PID in NVML's process list).
 
 Changing the focus moves the GPU monitor and the alert rules to the other server's collector;
-every server keeps being polled. A server that answers slowly never holds the others up: the
+every server keeps being polled (in the dashboard, those without the focus for their server bar
+line only: no /slots). A server that answers slowly never holds the others up: the
 tick waits for the focused server as before, for the others at most SLOW_SERVER_WAIT_S more,
 and shows the last answer of one still polling.
 """
@@ -49,11 +50,17 @@ class MultiCollector:
     Built from one collector per server; the first one samples the host (give the others a
     `ProcessOnlySampler`), the focused one holds the GPU monitor and the alert engine."""
 
-    def __init__(self, collectors: Sequence[Collector], focus: int = 0) -> None:
+    def __init__(
+        self, collectors: Sequence[Collector], focus: int = 0, *, lean_background: bool = False
+    ) -> None:
         if not collectors:
             raise ValueError("MultiCollector needs at least one collector")
         self.collectors = list(collectors)
         self.focus_index = focus % len(self.collectors)
+        # the dashboard: servers without the focus are polled for their bar line only
+        # (LlamaClient.background); `snapshot --all` wants every server's whole snapshot
+        self.lean_background = lean_background
+        self._mark_background()
         self.last: Snapshot | None = None
         self._last_each: list[Snapshot | None] = [None] * len(self.collectors)
         self._tick: list[Snapshot] = []  # every server's snapshot of the last tick
@@ -83,7 +90,12 @@ class MultiCollector:
             new.gpu_monitor, old.gpu_monitor = old.gpu_monitor, new.gpu_monitor
             new.alert_engine, old.alert_engine = old.alert_engine, new.alert_engine
         self.focus_index = index
+        self._mark_background()
         return index
+
+    def _mark_background(self) -> None:
+        for i, collector in enumerate(self.collectors):
+            collector.client.background = self.lean_background and i != self.focus_index
 
     async def collect(self) -> Snapshot:
         """One tick. Overlapping calls share the tick in flight (latest value wins, no queue)."""

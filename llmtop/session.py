@@ -247,7 +247,7 @@ class Session:
                 router=self.router,  # --router: every server is a router (else each is found out)
             )
             collectors.append(e.collector)
-        self.multi = MultiCollector(collectors, self.focus_index)
+        self.multi = MultiCollector(collectors, self.focus_index, lean_background=True)
         self.collector = self.servers[self.focus_index].collector
 
     def use_unit(

@@ -270,3 +270,54 @@ def test_a_routers_models_memory_is_the_routers() -> None:
     assert [(m.url, m.used_memory_bytes) for m in out.server_memory_by_url] == [
         ("http://r", 2 * GiB)
     ]
+
+
+@pytest.mark.real_server
+async def test_servers_without_the_focus_are_polled_for_their_bar_line_only(
+    two_servers: tuple[RunningServer, ...],
+) -> None:
+    """The dashboard's several-server poll (`lean_background`): the focused server is asked
+    everything, the other only what its server bar line shows (health, model, tok/s from
+    /metrics) — no /slots — and the two swap when the focus moves. `snapshot --all` (no lean
+    poll) asks /slots of every server."""
+    chat, embed = two_servers
+    asked: dict[str, list[str]] = {chat.url: [], embed.url: []}
+    clients = [LlamaClient(chat.url), LlamaClient(embed.url)]
+    for client in clients:
+        real = client.raw_sequence
+
+        async def recording(paths: list[str], *, real=real, url=client.url, **kw):  # type: ignore[no-untyped-def]
+            asked[url] += paths
+            return await real(paths, **kw)
+
+        client.raw_sequence = recording  # type: ignore[method-assign]
+    first = Collector(clients[0])
+    second = Collector(clients[1], sampler=ProcessOnlySampler())
+    multi = MultiCollector([first, second], lean_background=True)
+    try:
+        for _ in range(3):  # the first poll learns that /metrics answers
+            snap = await multi.collect()
+        bar = {s.url: s for s in snap.servers}
+        assert bar[embed.url].health == "ok" and bar[embed.url].model_alias == "embed"
+        assert bar[embed.url].gen_tokens_per_s is not None  # from /metrics
+        assert snap.server.url == chat.url and snap.server.slots  # the focused: everything
+        assert not bar[embed.url].slots
+        assert asked[chat.url].count("/slots") == 3
+        assert asked[embed.url].count("/slots") == 1 and asked[embed.url].count("/metrics") == 3
+
+        multi.focus(1)
+        for url in asked:
+            asked[url].clear()
+        for _ in range(2):
+            snap = await multi.collect()
+        assert snap.server.url == embed.url and snap.server.slots
+        assert asked[embed.url].count("/slots") == 2 and "/slots" not in asked[chat.url]
+    finally:
+        await multi.aclose()
+
+    plain = MultiCollector([Collector(LlamaClient(chat.url)), Collector(LlamaClient(embed.url))])
+    try:
+        await plain.collect()
+        assert all(s.server.slots for s in plain.each())  # --all: each server's whole poll
+    finally:
+        await plain.aclose()

@@ -257,6 +257,10 @@ class LlamaClient:
         # from the launch spec): /props is then asked every props_refresh_s, not every poll.
         self.may_sleep = True
         self._in_flight: set[raw_http.Abort] = set()  # polls running in a thread now
+        # Several servers in one dashboard: a server without the focus shows only its line of
+        # the server bar (health, model, tok/s from /metrics, VRAM), so while /metrics
+        # answers, /slots is not asked of it (a third of its poll).
+        self.background = False
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -421,6 +425,8 @@ class LlamaClient:
         now = time.monotonic()
         want_props = self._props is None or now - self._props_at >= self.props_refresh_s
         want_slots = self._due("/slots", now)
+        if self.background and self._endpoint_state["/metrics"] is True:
+            want_slots, self._slots = False, ()  # its activity: requests_processing
         want_metrics = self._due("/metrics", now)
         if self._let_it_sleep(now):
             want_props = want_slots = want_metrics = False
