@@ -21,6 +21,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import Input, Static, Tab, Tabs, TextArea
 
 from llmtop.session import Session
@@ -30,14 +31,12 @@ from llmtop.ui.focus_keys import FOCUS_BINDINGS, FocusKeys
 from llmtop.ui.messages import SnapshotReady
 from llmtop.ui.model_keys import MODEL_BINDINGS, ModelKeys
 from llmtop.ui.panels.alerts import AlertsStrip
-from llmtop.ui.panels.gpu import GpuPanel
 from llmtop.ui.panels.gpu_summary import GpuSummary
 from llmtop.ui.panels.host import HostPanel
 from llmtop.ui.panels.latency import LatencyPanel, ProbeSummary, RecentProbes
 from llmtop.ui.panels.logs import EventsStrip, LogsPanel, empty_log_hint
 from llmtop.ui.panels.prompt import PromptPanel
 from llmtop.ui.panels.server import FailureBox, ServerPanel
-from llmtop.ui.panels.thermal import ThermalPanel
 from llmtop.ui.probe_keys import ProbeKeys
 from llmtop.ui.roles import RecordsSnapshots
 from llmtop.ui.series import DashboardHistory
@@ -183,8 +182,8 @@ class LlmtopApp(
         with Pane(id="gpu").hidden():
             yield GpuServers(id="gpu-servers")  # several servers only
             with Horizontal(id="gpu-columns"):  # plots first: stacked at 80×24, side by side wide
-                yield AfterFirstData(ThermalPanel(id="thermal-panel"))
-                yield AfterFirstData(GpuPanel(id="gpu-panel"))
+                yield AfterFirstData(_thermal_panel)  # imported when mounted
+                yield AfterFirstData(_gpu_panel)
         with Pane(id="tuning").hidden():
             # Mounted on first visit: the tuning code imports slowly (kept off start-up).
             yield Static("loading…", id="tuning-panel")
@@ -277,3 +276,15 @@ def create_app(
     `auto_collect=False` starts nothing (no child, no polling): snapshots are injected with
     `app.post_message(SnapshotReady(snapshot))`, as the snapshot tests and screenshots do."""
     return LlmtopApp(session, clock=clock, log_lines=log_lines, auto_collect=auto_collect)
+
+
+def _thermal_panel() -> Widget:
+    from llmtop.ui.panels.thermal import ThermalPanel
+
+    return ThermalPanel(id="thermal-panel")
+
+
+def _gpu_panel() -> Widget:
+    from llmtop.ui.panels.gpu import GpuPanel
+
+    return GpuPanel(id="gpu-panel")

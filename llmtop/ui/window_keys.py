@@ -14,10 +14,6 @@ from typing import TYPE_CHECKING
 from textual.app import App
 from textual.binding import Binding
 
-from llmtop.sources.history_plot import read_plot_file
-from llmtop.ui.panels.thermal import ThermalPanel
-from llmtop.ui.plot_windows import Window
-
 # Not in the footer: the plots' axis row says "w 5m·1h·24h" where it matters.
 WINDOW_BINDINGS = [Binding("w", "plot_window", "plot window", show=False)]
 
@@ -25,6 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from textual.widget import Widget
 
     from llmtop.session import Session
+    from llmtop.ui.panels.thermal import ThermalPanel
+    from llmtop.ui.plot_windows import Window
 
     _AppBase = App[None]
 else:
@@ -40,6 +38,9 @@ class WindowKeys(_AppBase):
         def _find(self, selector: str | type[Widget]) -> Widget | None: ...
 
     def action_plot_window(self) -> None:
+        # the GPU tab's modules are imported when it is first shown, not at start-up
+        from llmtop.ui.panels.thermal import ThermalPanel
+
         panel = self._find("#thermal-panel")
         if not isinstance(panel, ThermalPanel):
             self.notify("GPU plots: not shown yet (open the GPU tab: 4)")
@@ -50,6 +51,8 @@ class WindowKeys(_AppBase):
 
     async def fill_window(self, panel: ThermalPanel, window: Window) -> None:
         """Fill *window* from this server's history DB, when there is one (in a thread)."""
+        from llmtop.sources.history_plot import read_plot_file
+
         path, url = self.session.history_db, self.session.url
         if path is None or url is None or not window.bucket_s:
             return
