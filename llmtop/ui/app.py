@@ -39,6 +39,7 @@ from llmtop.ui.panels.prompt import PromptPanel
 from llmtop.ui.panels.server import FailureBox, ServerPanel
 from llmtop.ui.probe_keys import ProbeKeys
 from llmtop.ui.roles import RecordsSnapshots
+from llmtop.ui.run import HEAP_SETTLE_S, settle_heap
 from llmtop.ui.series import DashboardHistory
 from llmtop.ui.server_keys import ServerKeys
 from llmtop.ui.session_life import SessionLife
@@ -226,8 +227,11 @@ class LlmtopApp(
             self._q(AlertsStrip).show(snap)
             self.show_servers(snap)
             self._show_tab(self.active_tab, snap)
-        if self.snapshots_seen == 1 and self.defer_hidden_tabs:
-            self.call_after_refresh(self._reveal_hidden_tabs)
+        if self.snapshots_seen == 1:
+            if self.defer_hidden_tabs:
+                self.call_after_refresh(self._reveal_hidden_tabs)
+            # start-up is over: the long-lived heap out of the cyclic collector's way
+            self.set_timer(HEAP_SETTLE_S, settle_heap)
 
     def apply_prefill(self, snapshots: list[Snapshot], live: list[Snapshot]) -> None:
         """The plots start again with the recorded past (oldest first) and then the *live*
