@@ -64,6 +64,8 @@ class ResponseParser:
 
     def __init__(self, max_head_bytes: int = MAX_HEAD_BYTES) -> None:
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_head_bytes)
+        self._max_head = max_head_bytes
+        self._fed = 0  # bytes fed while no head was complete (the head's size is known from it)
         self._eof = False
         self._head: ResponseHead | None = None
         self._done = False
@@ -89,6 +91,8 @@ class ResponseParser:
         if self._eof:
             return  # nothing follows the end of a stream (h11 would raise RuntimeError)
         self._eof = not data
+        if self._head is None:
+            self._fed += len(data)
         self._h11.receive_data(data)
 
     @property
@@ -125,6 +129,12 @@ class ResponseParser:
                     raise RawHTTPError("malformed HTTP response (endless 1xx interim answers)")
                 continue
             if isinstance(event, h11.Response):
+                # h11 caps only a head still incomplete: one that arrived whole in one read
+                # (however large) would pass, so whether the cap held depended on the reads
+                if self._fed - len(self._h11.trailing_data[0]) > self._max_head:
+                    raise RawHTTPError(
+                        f"response headers too large (over {MAX_HEAD_BYTES // 1024} KiB)"
+                    )
                 headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
                 self._head = ResponseHead(event.status_code, headers)
                 break
