@@ -98,8 +98,9 @@ class SessionLife(_AppBase):
         milliseconds) so that the alert engine is the feeding thread's alone."""
         self._prefill_pending = True
         try:
-            while self._collecting:  # a collect in flight lands first
-                await asyncio.sleep(0.01)
+            task = self._collect_task
+            if task is not None and not task.done():  # a collect in flight lands first
+                await asyncio.wait({task})
             live = list(self.live_before_past or [])
             self.apply_prefill(past, live)
             await asyncio.to_thread(self.session.feed_history, self.prefill, live)

@@ -7,6 +7,7 @@ from textual.widgets import Static
 
 from llmtop.session import Session
 from llmtop.snapshot import Snapshot
+from llmtop.sources.logs import LogStore
 from llmtop.ui.panels.logs import LEVEL_STYLE, format_line
 
 
@@ -17,7 +18,9 @@ class LogTail(Static):
         super().__init__(id=id)
         self.session = session
         self._seq = -1
-        self._store: object = None  # the store _seq counts in (several servers: it changes)
+        self._store: LogStore | None = (
+            None  # the store _seq counts in (several servers: it changes)
+        )
         self.border_title = "Log (2 for the full log)"
 
     def show(self, snapshot: Snapshot | None = None) -> None:
