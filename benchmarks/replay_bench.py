@@ -87,13 +87,17 @@ async def _key_to_frame(db: Path, presses: int) -> dict[str, list[float]]:
 
 
 def _prefill_db(path: Path, url: str) -> None:
+    """An hour at 1 s of the server at *url*, ending now (a fresh file each time)."""
+    path.unlink(missing_ok=True)
     rec = generate(path, 3600, time.time() - 2)
     rec.close()
     with sqlite3.connect(path) as c:
         c.execute("INSERT OR REPLACE INTO meta VALUES ('url', ?)", (url,))
 
 
-def _startup(db: Path | None, runs: int) -> list[float]:
+def _startup(db: Path | None, runs: int, marker: bytes = b"tiny.gguf") -> list[float]:
+    """Process start → *marker* on screen, in a 160×48 pty: the model name (the first data
+    frame), or the history toast (the recorded hour is in the plots)."""
     from benchmarks.pty_run import run_in_pty
     from llmtop.demo.tiny_model import write_tiny_model
     from tests.realserver import find_llama_server, start_llama_server
@@ -111,7 +115,7 @@ def _startup(db: Path | None, runs: int) -> list[float]:
             argv = [sys.executable, "-m", "llmtop", "--url", srv.url, "--db", where]
             times = []
             for _ in range(runs):
-                r = run_in_pty(argv, 10.0, marker=b"tiny.gguf", stop_at_marker=True)
+                r = run_in_pty(argv, 10.0, marker=marker, stop_at_marker=True)
                 if r.marker_s is not None:
                     times.append(r.marker_s)
             return times
@@ -135,14 +139,18 @@ def run(days: int = 7, presses: int = 50, startup_runs: int = 5) -> list[dict]:
             rows.append(dict(benchmark="replay", metric=f"key → frame, {key} ({len(values)}×, {days} d DB)",
                              value=f"p50 {statistics.median(values) * 1000:.1f} / p95 {p95:.1f} ms",
                              target="p95 ≤ 50 ms", ok=p95 <= 50))  # fmt: skip
-        with_db = _startup(tmp / "hour.sqlite", startup_runs)
-        without = _startup(None, startup_runs)
-        for label, vals in (("with a 1 h prefill", with_db), ("without history", without)):
+        hour = tmp / "hour.sqlite"
+        starts = (
+            ("dashboard first frame with a 1 h prefill", _startup(hour, startup_runs), "≤ 1000 ms"),
+            ("dashboard first frame without history", _startup(None, startup_runs), ""),
+            ("… the recorded hour in the plots",
+             _startup(hour, startup_runs, marker=b"plots open with"), ""),
+        )  # fmt: skip
+        for label, vals, target in starts:
             med = statistics.median(vals) if vals else float("nan")
-            rows.append(dict(benchmark="replay", metric=f"dashboard first frame {label}",
+            rows.append(dict(benchmark="replay", metric=label,
                              value=f"{med * 1000:.0f} ms ({len(vals)}/{startup_runs} runs)",
-                             target="≤ 1000 ms" if "prefill" in label else "",
-                             ok=bool(vals) and med <= 1.0 if "prefill" in label else None))  # fmt: skip
+                             target=target, ok=(bool(vals) and med <= 1.0) if target else None))  # fmt: skip
     return rows
 
 

@@ -396,7 +396,7 @@ class Session:
         first; empty when there is none). Blocking: the UI calls it in a thread."""
         if self.history_db is None or self.url is None:
             return []
-        from llmtop.sources.replay import read_prefill
+        from llmtop.sources.prefill import read_prefill
 
         return read_prefill(self.history_db, self.url, time.time(), window_s)
 

@@ -19,6 +19,7 @@ from llmtop.sources.history_db import HistoryDB
 from llmtop.ui.app import LlmtopApp, create_app
 from llmtop.ui.series import SERIES_LEN
 from tests.realserver import RunningServer
+from tests.screen_text import screen_text
 from tests.test_history_db import snap as _snap
 
 DEAD_URL = "http://127.0.0.1:9"  # nothing listens: the live snapshots say unreachable
@@ -77,6 +78,34 @@ async def test_plots_open_with_the_recorded_hour_of_this_server(tmp_path: Path) 
         thermal = app._find("#thermal-panel")  # noqa: SLF001
         times = thermal.plot_history.tiers["5m"].group.times()  # the GPU plots' 1 s window
         assert len(times) >= SERIES_LEN and times[0] < app.prefill[-1].time < times[-1]
+        await pilot.press("q")
+
+
+def gen_line(app: LlmtopApp) -> str:
+    """The overview's tokens/s sparkline, as on screen (blank: nothing generated)."""
+    line = next(r for r in screen_text(app).splitlines() if "gen  " in r)
+    return line.split("gen", 1)[1].split("│")[0].strip()
+
+
+async def test_the_past_is_shown_at_once_and_says_where_it_comes_from(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    recorded(path, DEAD_URL)
+    # one tick a minute: what the screen shows after the merge was painted by the merge itself
+    session = Session(mode="attach", url=DEAD_URL, history_db=str(path), refresh_s=60)
+    app = create_app(session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.snapshots_seen >= 1)
+        assert app.first_frame_shown.is_set() or app.live_before_past is not None
+        await wait_until(pilot, lambda: merged(app) and gen_line(app) != "")
+        assert app.snapshots_seen == 1  # no second tick: the past was painted on its own
+        assert any(ch in gen_line(app) for ch in "▁▂▃▄▅▆▇█")
+        toasts = [str(n.message) for n in app._notifications]  # noqa: SLF001
+        assert any(f"plots open with 20 min recorded in {path}" in t for t in toasts), toasts
+        # the hidden tabs were mounted after it, with the past in their plots
+        await pilot.press("4")
+        await wait_until(pilot, lambda: app._find("#thermal-panel") is not None)  # noqa: SLF001
+        times = app._find("#thermal-panel").plot_history.tiers["5m"].group.times()  # noqa: SLF001
+        assert times[0] < app.prefill[-1].time and times[-1] == app.latest.time
         await pilot.press("q")
 
 

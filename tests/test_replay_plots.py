@@ -149,7 +149,7 @@ def test_record_after_discovery_stores_the_servers_url(tmp_path: Path) -> None:
     from llmtop.commands.dashboard import use_history
     from llmtop.session import Session
     from llmtop.sources.history_db import HistoryDB
-    from llmtop.sources.replay import read_prefill
+    from llmtop.sources.prefill import read_prefill
 
     path = tmp_path / "rec.sqlite"
     session = Session(mode="none", url=None)

@@ -223,7 +223,7 @@ def read_plot_file(
     """`read_plot_history` of the DB at *path* when it records the server at *url* (None:
     any server — replay); None when there is no readable DB of it."""
     from llmtop.sources.history_db import HistoryDB, HistoryError
-    from llmtop.sources.replay import same_server  # replay reads plots too: no import loop
+    from llmtop.sources.prefill import same_server
 
     p = Path(path)
     if not p.is_file():

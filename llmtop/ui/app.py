@@ -140,6 +140,8 @@ class LlmtopApp(
         # The live snapshots shown before the recorded past was read (None: not waiting for it).
         self.live_before_past: list[Snapshot] | None = None
         self._prefill_pending = False
+        # Set once the first data frame is painted: the recorded past is read after it.
+        self.first_frame_shown = asyncio.Event()
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -228,7 +230,9 @@ class LlmtopApp(
             self.show_servers(snap)
             self._show_tab(self.active_tab, snap)
         if self.snapshots_seen == 1:
-            if self.defer_hidden_tabs:
+            self.call_after_refresh(self.first_frame_shown.set)
+            # (while the recorded past is read, the session mounts them once it is shown)
+            if self.defer_hidden_tabs and self.live_before_past is None:
                 self.call_after_refresh(self._reveal_hidden_tabs)
             # start-up is over: the long-lived heap out of the cyclic collector's way
             self.set_timer(HEAP_SETTLE_S, settle_heap)

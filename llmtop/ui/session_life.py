@@ -14,8 +14,10 @@ from textual.app import App
 from llmtop.session import DiscoveredTarget, Session
 from llmtop.ui.messages import SnapshotReady
 
-# The longest the first collect waits for the recorded past (a slow disk: start without it).
+# The longest the recorded past may take to read (a slow disk: go on without it).
 PREFILL_WAIT_S = 3.0
+# The longest the past waits for the first data frame to be painted before it is read anyway.
+FIRST_FRAME_WAIT_S = 3.0
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from llmtop.snapshot import Snapshot
@@ -32,6 +34,15 @@ class SessionLife(_AppBase):
         session: Session
         _shutting_down: bool
         _prefill_pending: bool
+        first_frame_shown: asyncio.Event
+        latest: Snapshot | None
+        active_tab: str
+
+        defer_hidden_tabs: bool
+
+        def _show_tab(self, tab: str, snap: Snapshot | None) -> None: ...
+
+        async def _reveal_hidden_tabs(self, pane: str | None = None) -> None: ...
 
         def apply_prefill(self, snapshots: list[Snapshot], live: list[Snapshot]) -> None: ...
 
@@ -72,26 +83,43 @@ class SessionLife(_AppBase):
         await self._start_session()
 
     async def _start_session(self) -> None:
-        # The recorded past is read (a thread) while the session starts and the first collect
-        # runs: the present is on screen first (the first frame does not wait for an hour of
-        # history), and the past is put before it in the plots and the thermal window once read.
-        prefill: asyncio.Future[list[Snapshot]] | None = None
-        if self.session.history_db is not None and self.session.url is not None:
+        # The present is on screen first; the recorded past is read once that frame is
+        # painted, and put before it in the plots and the thermal window. Read meanwhile (a
+        # thread) it competed for the GIL with the first frame: 50-80 ms later on a 2-core box,
+        # and the past itself no sooner (measured: benchmarks/replay_bench.py, start-up).
+        wants_past = self.session.history_db is not None and self.session.url is not None
+        if wants_past:
             self.live_before_past = []
-            prefill = asyncio.ensure_future(asyncio.to_thread(self.session.read_history))
         try:
             await self.session.start()
         except Exception as exc:  # noqa: BLE001 - shown to the operator
             self.notify(f"could not start: {exc}", severity="error", timeout=10)
         self._tick()
-        if prefill is not None:
-            try:
-                past = await asyncio.wait_for(prefill, PREFILL_WAIT_S)
-                await self._merge_past(past)
-            except Exception as exc:  # noqa: BLE001 - go on without the past rather than not
-                self.notify(f"history not shown: {exc}", severity="warning")
-            finally:
-                self.live_before_past = None
+        if not wants_past:
+            return
+        with contextlib.suppress(TimeoutError):  # no data frame: read the past anyway
+            await asyncio.wait_for(self.first_frame_shown.wait(), FIRST_FRAME_WAIT_S)
+        try:
+            past = await asyncio.wait_for(
+                asyncio.to_thread(self.session.read_history), PREFILL_WAIT_S
+            )
+            await self._merge_past(past)
+        except Exception as exc:  # noqa: BLE001 - go on without the past rather than not
+            self.notify(f"history not shown: {exc}", severity="warning")
+        try:
+            # The hidden tabs are mounted once the past is painted (mounting them meanwhile
+            # doubled the read), with the past and the live snapshots shown so far.
+            await self._after_next_paint()
+            if self.defer_hidden_tabs:
+                await self._reveal_hidden_tabs()
+        finally:
+            self.live_before_past = None
+
+    async def _after_next_paint(self, timeout_s: float = 1.0) -> None:
+        painted = asyncio.Event()
+        self.call_after_refresh(painted.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(painted.wait(), timeout_s)
 
     async def _merge_past(self, past: list[Snapshot]) -> None:
         """The recorded past before the live snapshots seen so far: ticks pause (a few hundred
@@ -106,6 +134,14 @@ class SessionLife(_AppBase):
             await asyncio.to_thread(self.session.feed_history, self.prefill, live)
         finally:
             self._prefill_pending = False
+        if self.prefill:  # shown now, not at the next tick; and where it comes from
+            self._show_tab(self.active_tab, self.latest)
+            minutes = max(1, round((self.prefill[-1].time - self.prefill[0].time) / 60))
+            self.notify(
+                f"plots open with {minutes} min recorded in {self.session.history_db}",
+                title="history",
+                timeout=4,
+            )
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -38,6 +38,7 @@ class TabRouter(_AppBase):
         session: Session
         latest: Snapshot | None
         prefill: list[Snapshot]
+        live_before_past: list[Snapshot] | None
         _active_tab: str
         _tuning_mounting: bool
         _widget_cache: dict[object, Any]
@@ -78,7 +79,8 @@ class TabRouter(_AppBase):
         for widget in deferred:
             panel = await widget.reveal()
             if isinstance(panel, RecordsSnapshots):
-                for snap in self.prefill:  # the recorded past first (history DB)
+                # the recorded past first (history DB), then the live snapshots shown so far
+                for snap in (*self.prefill, *(self.live_before_past or ())):
                     panel.record(snap)
                 if self.latest is not None:
                     panel.record(self.latest)  # history is keyed by time: no double entries
