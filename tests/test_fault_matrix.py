@@ -25,6 +25,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -137,15 +138,12 @@ def attach_app(url: str, api_key: str | None = None) -> LlmtopApp:
 # -- SSH drop: SIGHUP from a closed pty -----------------------------------------------------------
 
 
-def test_ssh_drop_sighup_ends_llmtop_and_its_child(
-    llama_server_bin: Path, tiny_model: Path, reaper: list[int]
-) -> None:
-    """Closing the pty master is what sshd does when the connection drops: the kernel sends
-    SIGHUP to the session. llmtop must stop its llama-server child and exit — an orphan would
-    keep the port and the memory (GPU memory, on a real box) with nobody watching it."""
+def _llmtop_on_a_pty(binary: Path, model: Path, reaper: list[int]) -> tuple[int, int, int]:
+    """`llmtop -- llama-server …` on a pty of its own, as over SSH, until its child is healthy:
+    (llmtop's pid, the pty master, the llama-server child's pid)."""
     port = free_port()
     argv = [sys.executable, "-m", "llmtop", "--refresh", "0.5", "--"]
-    argv += server_argv(llama_server_bin, tiny_model, port)
+    argv += server_argv(binary, model, port)
     pid, fd = pty.fork()
     if pid == 0:  # the child: llmtop on the pty (session leader, controlling terminal)
         os.chdir(REPO)
@@ -156,37 +154,55 @@ def test_ssh_drop_sighup_ends_llmtop_and_its_child(
     import termios
 
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    closed = False
-    try:
-        me = psutil.Process(pid)
-        server: list[int] = []
+    me = psutil.Process(pid)
+    server: list[int] = []
 
-        def server_ready() -> bool:
-            # drain the screen output (a full pty would block llmtop), look for the child
-            while select.select([fd], [], [], 0)[0]:
-                try:
-                    if not os.read(fd, 65536):
-                        break
-                except OSError:
-                    break
-            if not server:
-                for p in me.children():
-                    with contextlib.suppress(psutil.Error):
-                        if "llama-server" in p.name() or "llama-server" in " ".join(p.cmdline()):
-                            server.append(p.pid)
-                            reaper.append(p.pid)
-            if not server:
-                return False
+    def server_ready() -> bool:
+        # drain the screen output (a full pty would block llmtop), look for the child
+        while select.select([fd], [], [], 0)[0]:
             try:
-                wait_healthy(f"http://127.0.0.1:{port}", timeout=0.2)
-                return True
-            except TimeoutError:
-                return False
+                if not os.read(fd, 65536):
+                    break
+            except OSError:
+                break
+        if not server:
+            for p in me.children():
+                with contextlib.suppress(psutil.Error):
+                    if "llama-server" in p.name() or "llama-server" in " ".join(p.cmdline()):
+                        server.append(p.pid)
+                        reaper.append(p.pid)
+        if not server:
+            return False
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", timeout=0.2)
+            return True
+        except TimeoutError:
+            return False
 
+    try:
         wait_for(server_ready, 60, "llmtop started llama-server and it became healthy")
-        child = server[0]
+    except BaseException:
+        os.close(fd)
+        raise
+    return pid, fd, server[0]
+
+
+def _end_llmtop(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        if alive(pid):
+            end_pid(pid)
+        os.waitpid(pid, 0)
+
+
+def test_ssh_drop_sighup_ends_llmtop_and_its_child(
+    llama_server_bin: Path, tiny_model: Path, reaper: list[int]
+) -> None:
+    """Closing the pty master is what sshd does when the connection drops: the kernel sends
+    SIGHUP to the session. llmtop must stop its llama-server child and exit — an orphan would
+    keep the port and the memory (GPU memory, on a real box) with nobody watching it."""
+    pid, fd, child = _llmtop_on_a_pty(llama_server_bin, tiny_model, reaper)
+    try:
         os.close(fd)  # the SSH connection is gone
-        closed = True
         t0 = time.monotonic()
 
         def llmtop_exited() -> bool:
@@ -197,12 +213,31 @@ def test_ssh_drop_sighup_ends_llmtop_and_its_child(
         wait_for(lambda: not alive(child), 20, f"llama-server (pid {child}) ended with llmtop")
         assert time.monotonic() - t0 < 20
     finally:
-        if not closed:
-            os.close(fd)
-        with contextlib.suppress(ChildProcessError):
-            if alive(pid):
-                end_pid(pid)
-            os.waitpid(pid, 0)
+        _end_llmtop(pid)
+
+
+def test_kill_9_of_llmtop_ends_its_child(
+    llama_server_bin: Path, tiny_model: Path, reaper: list[int]
+) -> None:
+    """`kill -9` (or the OOM killer) gives llmtop no chance to stop its child, and the child's
+    own session shields it from the terminal's hangup: the kernel's parent-death signal
+    (PR_SET_PDEATHSIG, set before exec) ends it, so no orphan keeps the port and the memory, and
+    the next llmtop can start a server on that port again."""
+    pid, fd, child = _llmtop_on_a_pty(llama_server_bin, tiny_model, reaper)
+    try:
+        port = next(
+            c.laddr.port
+            for c in psutil.Process(child).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN
+        )
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        wait_for(lambda: not alive(child), 20, f"llama-server (pid {child}) ended with llmtop")
+        with socket.socket() as sock:  # the port is free for the next server
+            sock.bind(("127.0.0.1", port))
+    finally:
+        os.close(fd)
+        _end_llmtop(pid)
 
 
 # -- SIGSTOP: not responding, UI responsive, quit prompt ------------------------------------------

@@ -7,7 +7,8 @@ before ever becoming ready (unknown flag, missing model file, port taken): no re
 `status().last_error_lines` carries the server's own error lines.
 
 The child runs in its own session/process group (argv list, never a shell); stop sends SIGTERM to
-the group, then SIGKILL after `stop_timeout_s`. stdout and stderr go line by line into a LogStore
+the group, then SIGKILL after `stop_timeout_s`; a `kill -9` of llmtop itself ends it too (the
+kernel's parent-death signal, `sources/child_death`). stdout and stderr go line by line into a LogStore
 (read in chunks, appended in batches). `shutdown_sync()` does the stop synchronously for signal
 handlers and atexit.
 """
@@ -29,6 +30,7 @@ import httpx
 
 from llmtop.model.launch_spec import LaunchSpec
 from llmtop.snapshot import SupervisorStatus
+from llmtop.sources.child_death import die_with_parent
 from llmtop.sources.logs import KEEP_CHARS, LogStore, truncation_marker
 
 # A line longer than this keeps its head and says how many bytes were cut (the rest is read and
@@ -355,6 +357,7 @@ class ChildSupervisor:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
                 env=spec.child_env(),
+                preexec_fn=die_with_parent(),  # no orphan when llmtop is killed (child_death)
             )
         except OSError as e:
             self._spawn_failed(f"cannot run {argv[0]}: {e.strerror or e}")

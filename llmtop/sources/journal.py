@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from llmtop.sources.child_death import die_with_parent
+
 BACKFILL_LINES = 200
 BATCH = 500  # entries per loop callback before yielding
 FOLLOW_UP_S = 0.05  # while lines flow, look again this soon (journald's inotify lags ≤ 250 ms)
@@ -420,6 +422,7 @@ class JournalFollower:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 limit=4 * 1024 * 1024,
+                preexec_fn=die_with_parent(),  # no orphan follower when llmtop is killed
             )
         except FileNotFoundError:
             self._fail("cannot follow the journal: journalctl not found (install systemd-python)")
