@@ -233,8 +233,10 @@ def test_kill_9_of_llmtop_ends_its_child(
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         wait_for(lambda: not alive(child), 20, f"llama-server (pid {child}) ended with llmtop")
-        with socket.socket() as sock:  # the port is free for the next server
+        with socket.socket() as sock:  # the port is free for the next server (as it binds:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT polls)
             sock.bind(("127.0.0.1", port))
+            sock.listen()
     finally:
         os.close(fd)
         _end_llmtop(pid)

@@ -37,7 +37,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from llmtop.model.redaction import is_secret_env, is_secret_flag
 from llmtop.snapshot import SupervisorStatus, UnitStatus
@@ -46,6 +46,7 @@ from llmtop.sources.unit_status import Systemctl, SystemctlError, UnitMonitor, u
 if TYPE_CHECKING:
     from llmtop.model.launch_spec import LaunchSpec
     from llmtop.sources.journal import JournalFollower
+    from llmtop.sources.logs import LogStore
 
 DROP_IN_NAME = "50-llmtop.conf"
 KEY_FILE_NAME = "llmtop-api-key"
@@ -375,7 +376,7 @@ class UnitController:
         user: bool = False,
         command_prefix: Sequence[str] = (),
         monitor: UnitMonitor | None = None,
-        log_store: Any | None = None,
+        log_store: LogStore | None = None,
         config_home: str | Path | None = None,
         system_unit_dir: Path = SYSTEM_UNIT_DIR,
     ) -> None:
@@ -429,7 +430,7 @@ class UnitController:
         last = self.monitor.last
         props = self.monitor.last_properties
         errors: tuple[str, ...] = ()
-        if self.log_store is not None and hasattr(self.log_store, "tail_errors"):
+        if self.log_store is not None:
             with contextlib.suppress(Exception):
                 errors = tuple(self.log_store.tail_errors(5))
         if self.last_error:
@@ -588,7 +589,7 @@ class UnitController:
 def open_unit_session(
     name: str,
     user: bool,
-    log_store: Any,
+    log_store: LogStore,
     *,
     command_prefix: Sequence[str] = (),
     journal_directory: str | Path | None = None,
@@ -603,7 +604,7 @@ def open_unit_session(
         name, user=user, command_prefix=command_prefix, monitor=monitor, log_store=log_store
     )
     status = monitor.read()
-    if monitor.spec is not None and hasattr(log_store, "redactor"):
+    if monitor.spec is not None:
         # The journal may echo the unit's command line: its key is hidden by value too.
         log_store.redactor.add(monitor.spec.api_key)
     with contextlib.suppress(OSError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import App, ComposeResult
@@ -128,7 +128,7 @@ class LlmtopApp(
         self._periodic_timer: PeriodicProbe | None = None
         self._log_timer: Timer | None = None  # set in on_mount
         self._tuning_mounting = False
-        self._widget_cache: dict[object, Any] = {}
+        self._widget_cache: dict[str | type[Widget], Widget] = {}
         self._probe_worker: Worker[ProbeDone | Failed] | None = None
         self._shutting_down = False
         self._active_tab = "overview"

@@ -3,16 +3,15 @@ stream its events into the prompt panel, cancel it with Esc, fire on the periodi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from textual.app import App
-from textual.widget import Widget
 from textual.worker import Worker
 
 from llmtop.operations.events import Cancelled, Event, Failed, ProbeDone, ProbeText
 from llmtop.operations.probe import PeriodicProbe, ProbeRun
 from llmtop.ui.panels.latency import LatencyPanel, ProbeSummary, RecentProbes
 from llmtop.ui.panels.prompt import PromptPanel
+from llmtop.ui.widget_lookup import WidgetLookup
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from llmtop.session import Session
@@ -20,15 +19,11 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from llmtop.sources.probe import ProbeRequest
     from llmtop.ui.series import DashboardHistory
 
-    _AppBase = App[None]
-else:
-    _AppBase = object
-
 
 PERIODIC_PROBE_S = 30.0
 
 
-class ProbeKeys(_AppBase):
+class ProbeKeys(WidgetLookup):
     """Mixed into LlmtopApp: probes from the prompt panel, `p` and the periodic schedule."""
 
     if TYPE_CHECKING:  # provided by LlmtopApp
@@ -38,10 +33,6 @@ class ProbeKeys(_AppBase):
         _periodic_timer: PeriodicProbe | None
         periodic_probe_s: float | None
         latest: Snapshot | None
-
-        def _find(self, selector: str | type[Widget]) -> Any | None: ...
-
-        def _q(self, selector: str | type[Widget]) -> Any: ...
 
     def _server_asleep(self) -> bool:
         return self.latest is not None and self.latest.server.health == "sleeping"

@@ -22,6 +22,13 @@ class RecordsSnapshots(Protocol):
 
 
 @runtime_checkable
+class ShowsSnapshots(Protocol):
+    """A panel that shows the latest snapshot (the GPU tab's, whose modules load lazily)."""
+
+    def show(self, snapshot: Snapshot) -> None: ...
+
+
+@runtime_checkable
 class DefersHiddenTabs(Protocol):
     """The app: True while hidden tabs are mounted only after the first data frame."""
 

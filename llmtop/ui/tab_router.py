@@ -5,10 +5,7 @@ the log search and follow keys."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-from textual.app import App
-from textual.widget import Widget
+from typing import TYPE_CHECKING
 
 from llmtop.snapshot import Snapshot
 from llmtop.ui.panels.gpu_summary import GpuSummary
@@ -16,7 +13,8 @@ from llmtop.ui.panels.host import HostPanel
 from llmtop.ui.panels.latency import LatencyPanel, ProbeSummary, RecentProbes
 from llmtop.ui.panels.logs import EventsStrip, LogsPanel, empty_log_hint
 from llmtop.ui.panels.server import FailureBox, ServerPanel
-from llmtop.ui.roles import RecordsSnapshots
+from llmtop.ui.roles import RecordsSnapshots, ShowsSnapshots
+from llmtop.ui.widget_lookup import WidgetLookup
 from llmtop.ui.widgets.log_tail import LogTail
 from llmtop.ui.widgets.panes import AfterFirstData, Pane
 from llmtop.ui.widgets.title_bar import TitleBar
@@ -26,12 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from llmtop.session import Session
 
-    _AppBase = App[None]
-else:
-    _AppBase = object
 
-
-class TabRouter(_AppBase):
+class TabRouter(WidgetLookup):
     """Mixed into LlmtopApp: showing snapshots on the visible tab."""
 
     if TYPE_CHECKING:  # provided by LlmtopApp
@@ -41,7 +35,6 @@ class TabRouter(_AppBase):
         live_before_past: list[Snapshot] | None
         _active_tab: str
         _tuning_mounting: bool
-        _widget_cache: dict[object, Any]
         _log_timer: Timer | None
         clock: Callable[[], float]
 
@@ -85,26 +78,6 @@ class TabRouter(_AppBase):
                 if self.latest is not None:
                     panel.record(self.latest)  # history is keyed by time: no double entries
 
-    def _find(self, selector: str | type[Widget]) -> Any | None:
-        """The widget, or None while a lazily mounted tab is not there yet.
-
-        Cached: walking the DOM on every snapshot was a third of the idle CPU cost."""
-        widget = self._widget_cache.get(selector)
-        if widget is not None and widget.is_attached:
-            return widget
-        found = list(self.query(selector))
-        widget = found[0] if found else None
-        if widget is not None:
-            self._widget_cache[selector] = widget
-        return widget
-
-    def _q(self, selector: str | type[Widget]) -> Any:
-        """Like query_one, cached (for widgets that are always there)."""
-        widget = self._find(selector)
-        if widget is None:
-            return self.query_one(selector)  # raises NoMatches
-        return widget
-
     def _show_tab(self, tab: str, snap: Snapshot | None) -> None:
         """Show *snap* on the panels of *tab* only: hidden panels are updated when shown."""
         if tab == "overview":
@@ -114,7 +87,7 @@ class TabRouter(_AppBase):
                 self._q(FailureBox).show(snap)
                 self._q(GpuSummary).show(snap)
             self._q(ProbeSummary).show(snap)
-            events: EventsStrip = self._q("#overview-events")
+            events = self._q("#overview-events", EventsStrip)
             events.use_store(self.session.log_store)  # several servers: the focused server's
             events.refresh_events()
             if self.screen.has_class("-wide"):
@@ -134,7 +107,7 @@ class TabRouter(_AppBase):
         elif tab == "gpu":
             if snap is not None:
                 for widget in (self._find("#gpu-panel"), self._find("#thermal-panel")):
-                    if widget is not None:
+                    if isinstance(widget, ShowsSnapshots):
                         widget.show(snap)
         elif tab == "tuning" and snap is not None:
             from llmtop.ui.panels.tuning import TuningPanel

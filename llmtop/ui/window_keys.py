@@ -11,31 +11,24 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from textual.app import App
 from textual.binding import Binding
+
+from llmtop.ui.widget_lookup import WidgetLookup
 
 # Not in the footer: the plots' axis row says "w 5m·1h·24h" where it matters.
 WINDOW_BINDINGS = [Binding("w", "plot_window", "plot window", show=False)]
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from textual.widget import Widget
-
     from llmtop.session import Session
     from llmtop.ui.panels.thermal import ThermalPanel
     from llmtop.ui.plot_windows import Window
 
-    _AppBase = App[None]
-else:
-    _AppBase = object
 
-
-class WindowKeys(_AppBase):
+class WindowKeys(WidgetLookup):
     """Mixed into LlmtopApp: the plot window key."""
 
     if TYPE_CHECKING:  # provided by LlmtopApp
         session: Session
-
-        def _find(self, selector: str | type[Widget]) -> Widget | None: ...
 
     def action_plot_window(self) -> None:
         # the GPU tab's modules are imported when it is first shown, not at start-up
