@@ -13,7 +13,7 @@ from pathlib import Path
 
 from llmtop.agent.recorder import HistoryRecorder, RecorderOptions
 from llmtop.commands.dashboard import use_history
-from llmtop.session import Session, make_alert_engine
+from llmtop.session import DiscoveredTarget, Session, make_alert_engine
 from llmtop.snapshot import Snapshot
 from llmtop.sources.history_db import HistoryDB
 from llmtop.ui.app import LlmtopApp, create_app
@@ -176,3 +176,16 @@ def test_record_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     session = Session(mode="attach", url=DEAD_URL)
     problem = use_history(session, argparse.Namespace(db=None, record=str(bad)))
     assert problem is not None and str(bad) in problem and session.recorders == []
+
+
+def test_record_refuses_several_servers(tmp_path: Path) -> None:
+    """One DB holds one server: recording whichever has the focus would file the other's
+    samples under the first one's URL. Refused in words, nothing created."""
+    session = Session(mode="none", url=None)
+    session.open_several(
+        [DiscoveredTarget(url="http://127.0.0.1:9"), DiscoveredTarget(url="http://127.0.0.1:10")]
+    )
+    path = tmp_path / "rec.sqlite"
+    problem = use_history(session, argparse.Namespace(db=None, record=str(path)))
+    assert problem is not None and "records one server" in problem and "llmtop agent" in problem
+    assert session.recorders == [] and not path.exists()

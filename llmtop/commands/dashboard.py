@@ -269,6 +269,14 @@ def use_history(session: Session, args: argparse.Namespace) -> str | None:
     session.history_db = getattr(args, "db", None) or record_path or str(default_db_path())
     if record_path is None:
         return None
+    if len(session.servers) > 1:
+        # A history DB holds one server (its samples are keyed by time alone): recording the
+        # focused one would file another server's samples under the first one's URL.
+        return (
+            "--record records one server, and this dashboard watches "
+            f"{len(session.servers)}: record each with `llmtop agent --url URL --db PATH` "
+            "(one database per server), or open the dashboard on one server"
+        )
     from llmtop.agent.recorder import HistoryRecorder, RecorderOptions, SinkError
 
     try:
