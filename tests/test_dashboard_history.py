@@ -55,11 +55,16 @@ def recorded(path: Path, url: str, minutes: int = 20) -> float:
     return start
 
 
-async def test_plots_open_with_the_recorded_hour_of_this_server(tmp_path: Path) -> None:
-    path = tmp_path / "history.sqlite"
+def dashboard_on_recorded(path: Path, refresh_s: float) -> LlmtopApp:
+    """The dashboard on the (dead) server whose 20 minutes are recorded in *path*."""
     recorded(path, DEAD_URL)
-    session = Session(mode="attach", url=DEAD_URL, history_db=str(path), refresh_s=0.5)
-    app = create_app(session)
+    return create_app(
+        Session(mode="attach", url=DEAD_URL, history_db=str(path), refresh_s=refresh_s)
+    )
+
+
+async def test_plots_open_with_the_recorded_hour_of_this_server(tmp_path: Path) -> None:
+    app = dashboard_on_recorded(tmp_path / "history.sqlite", refresh_s=0.5)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.snapshots_seen >= 1)
         live = app.latest
@@ -89,10 +94,8 @@ def gen_line(app: LlmtopApp) -> str:
 
 async def test_the_past_is_shown_at_once_and_says_where_it_comes_from(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite"
-    recorded(path, DEAD_URL)
     # one tick a minute: what the screen shows after the merge was painted by the merge itself
-    session = Session(mode="attach", url=DEAD_URL, history_db=str(path), refresh_s=60)
-    app = create_app(session)
+    app = dashboard_on_recorded(path, refresh_s=60)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.snapshots_seen >= 1)
         assert app.first_frame_shown.is_set() or app.live_before_past is not None

@@ -37,7 +37,6 @@ class SessionLife(_AppBase):
         first_frame_shown: asyncio.Event
         latest: Snapshot | None
         active_tab: str
-
         defer_hidden_tabs: bool
 
         def _show_tab(self, tab: str, snap: Snapshot | None) -> None: ...
