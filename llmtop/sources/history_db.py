@@ -205,30 +205,28 @@ _Row = TypeVar("_Row")
 _BOOL_FIELDS = {"lost", "persistence_mode", "used_by_server", "sleeping", "ok"}
 
 
-_COLUMNS: dict[type[object], tuple[str, ...]] = {}
-_BOOL_POSITIONS: dict[type[object], tuple[int, ...]] = {}
+# Per row type: its column names and where its 0/1 flags are (looked up once, not per row).
+_SHAPES: dict[type[object], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+
+
+def _shape(cls: type[object]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        flags = tuple(i for i, n in enumerate(names) if n in _BOOL_FIELDS)
+        shape = _SHAPES[cls] = (names, flags)
+    return shape
 
 
 def _columns(cls: type[object]) -> tuple[str, ...]:
-    names = _COLUMNS.get(cls)
-    if names is None:
-        names = _COLUMNS[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-    return names
-
-
-def _bool_positions(cls: type[object]) -> tuple[int, ...]:
-    where = _BOOL_POSITIONS.get(cls)
-    if where is None:
-        where = tuple(i for i, n in enumerate(_columns(cls)) if n in _BOOL_FIELDS)
-        _BOOL_POSITIONS[cls] = where
-    return where
+    return _shape(cls)[0]
 
 
 def _make(cls: type[_Row], row: Sequence[object]) -> _Row:
     """One typed row from a SELECT of exactly `_columns(cls)`. Per row only the flags are
     touched (0/1 → bool): an hour's prefill is 3,600 rows of each kind, read while the
     dashboard starts, and looking the fields up per row was a third of that read."""
-    bools = _bool_positions(cls)
+    bools = _shape(cls)[1]
     if not bools:
         return cls(*row)
     values = list(row)

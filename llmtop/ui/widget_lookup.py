@@ -24,7 +24,18 @@ else:
 class WidgetLookup(_AppBase):
     """Mixed into the apps: `_find` (None while a lazily mounted tab is not there) and `_q`."""
 
-    _widget_cache: dict[str | type[Widget], Widget]
+    _widget_cache: dict[str | type[Widget], Widget]  # set in the app's __init__
+
+    def _cached(self, selector: str | type[Widget], expect: type[Widget]) -> Widget | None:
+        """The one look-up both below use: the cached widget while it is attached, else the
+        first match (cached); None when there is none or it is not an *expect*."""
+        widget = self._widget_cache.get(selector)
+        if widget is None or not widget.is_attached:
+            found = list(self.query(selector))
+            if not found:
+                return None
+            widget = self._widget_cache[selector] = found[0]
+        return widget if isinstance(widget, expect) else None
 
     @overload
     def _find(self, selector: type[W]) -> W | None: ...
@@ -38,17 +49,7 @@ class WidgetLookup(_AppBase):
     def _find(self, selector: str | type[Widget], expect: type[Widget] = Widget) -> Widget | None:
         """The widget, or None while a lazily mounted tab is not there yet (or, with *expect*,
         while what is there is not of that type: a placeholder)."""
-        cache: dict[str | type[Widget], Widget] | None = getattr(self, "_widget_cache", None)
-        if cache is None:
-            cache = self._widget_cache = {}
-        widget = cache.get(selector)
-        if widget is None or not widget.is_attached:
-            found = list(self.query(selector))
-            widget = found[0] if found else None
-            if widget is None:
-                return None
-            cache[selector] = widget
-        return widget if isinstance(widget, expect) else None
+        return self._cached(selector, expect)
 
     @overload
     def _q(self, selector: type[W]) -> W: ...
@@ -61,9 +62,7 @@ class WidgetLookup(_AppBase):
 
     def _q(self, selector: str | type[Widget], expect: type[Widget] = Widget) -> Widget:
         """Like query_one, cached (for widgets that are always there)."""
-        widget = self._find(selector, expect) if isinstance(selector, str) else self._find(selector)
+        widget = self._cached(selector, expect)
         if widget is None:
-            if isinstance(selector, str):
-                return self.query_one(selector, expect)  # raises NoMatches / WrongType
-            return self.query_one(selector)
+            return self.query(selector).first(expect)  # raises NoMatches / WrongType
         return widget
