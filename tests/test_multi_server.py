@@ -5,6 +5,7 @@ listing the real servers' PIDs), and the attribution's arithmetic as a property.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -295,7 +296,9 @@ async def test_servers_without_the_focus_are_polled_for_their_bar_line_only(
     second = Collector(clients[1], sampler=ProcessOnlySampler())
     multi = MultiCollector([first, second], lean_background=True)
     try:
-        for _ in range(3):  # the first poll learns that /metrics answers
+        for i in range(3):  # the first poll learns that /metrics answers
+            if i:
+                await asyncio.sleep(0.1)  # rates need an interval between scrapes
             snap = await multi.collect()
         bar = {s.url: s for s in snap.servers}
         assert bar[embed.url].health == "ok" and bar[embed.url].model_alias == "embed"
